@@ -1,0 +1,98 @@
+"""Shared fixtures: one local Ray per test session, per-test SQLite files, a private PostgreSQL
+database per test session (the server is shared), and pinned torch threads."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+REPO = Path(__file__).resolve().parents[1]
+SPACES = REPO / "search_spaces"
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One local Ray for the whole run (starting Ray costs seconds)."""
+    import ray
+
+    from tuner.execution import ensure_ray
+
+    ensure_ray(None)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'tuner.db'}"
+
+
+@pytest.fixture(scope="session")
+def _pg_database() -> Iterator[str]:
+    base = os.environ.get("TUNER_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("TUNER_TEST_POSTGRES_URL is not set (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)")
+    import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
+
+    name = f"tuner_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(base).set(database=name).render_as_string(hide_password=False)
+    finally:
+        import gc
+
+        gc.collect()
+        with admin.connect() as conn:
+            conn.execute(sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n "
+                "AND pid <> pg_backend_pid()"), {"n": name})
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+@pytest.fixture
+def pg_url(_pg_database: str) -> str:
+    """A private database on the shared server; studies get unique names per test."""
+    return _pg_database
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Contract tests run over both storages."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'tuner.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+def small_spec(name: str | None = None, **over: object) -> dict:
+    """A tiny but real digits study: trains in well under a second per trial."""
+    spec: dict = {
+        "study": name or f"t-{uuid.uuid4().hex[:8]}",
+        "trainable": "builtin:mlp",
+        "dataset": {"name": "digits"},
+        "objective": {"metric": "val_accuracy", "direction": "maximize"},
+        "sampler": {"kind": "random", "seed": 0},
+        "trials": 6,
+        "epochs": 2,
+        "resources": {"workers": 2, "cpus_per_trial": 1},
+        "params": {
+            "lr": {"type": "float", "low": 1e-3, "high": 0.3, "scale": "log"},
+            "batch_size": {"type": "int", "low": 64, "high": 256, "scale": "pow2"},
+            "layers": {"type": "int", "low": 1, "high": 2},
+        },
+        "fixed": {"optimizer": "adam", "hidden_units": 32},
+    }
+    for key, value in over.items():
+        spec[key] = value
+    return spec

@@ -1,0 +1,134 @@
+"""Scheduling logic without Ray: the coordinator on real storage, driven by hand."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from tests.conftest import small_spec
+from tuner import StudyExistsError, load_study
+from tuner.execution import Coordinator, TrialResult
+
+
+def _result(a, value: float, state: str = "COMPLETE", reason: str | None = None) -> TrialResult:
+    curve = [{"epoch": 1, "train_loss": 1.0, "val_loss": 1.1, "val_accuracy": value / 2},
+             {"epoch": 2, "train_loss": 0.5, "val_loss": 0.6, "val_accuracy": value}]
+    return TrialResult(number=a.number, state=state, value=value if state == "COMPLETE" else None,
+                       reason=reason, curve=curve, host="h", device="cpu", worker="w0")
+
+
+def test_exact_count_and_write_behind(storage_url: str) -> None:
+    spec = small_spec(trials=5)
+    c = Coordinator(spec, storage_url)
+    a, b = c.next_trial("w0"), c.next_trial("w1")
+    values = iter([0.5, 0.9, 0.7, 0.2, 0.8])
+    while True:
+        a = c.next_trial("w0", _result(a, next(values))) if a else None
+        if a is None:
+            break
+    assert c.next_trial("w1", _result(b, next(values))) is None
+    final = c.close()
+    assert final["complete"] == 5 and final["done"] and final["pending_writes"] == 0
+    study = load_study(spec["study"], storage_url)
+    assert study.counts()["COMPLETE"] == 5 and study.counts()["RUNNING"] == 0
+    assert [t.value for t in study.best_trials(3)] == [0.9, 0.8, 0.7]
+    best = study.best_trial
+    assert best.host == "h" and best.device == "cpu" and best.epochs_run == 2
+    curve = study.curve(best.number)
+    assert list(curve["epoch"]) == [1, 2] and list(curve["val_accuracy"]) == [0.45, 0.9]
+    plain = optuna.load_study(study_name=spec["study"], storage=storage_url)
+    assert len(plain.trials) == 5 and plain.best_value == 0.9
+    assert plain.best_trial.intermediate_values == {1: 0.45, 2: 0.9}
+    assert set(plain.best_trial.params) == {"lr", "batch_size", "layers"}
+
+
+def test_failed_outcomes_use_budget_but_lost_workers_do_not(storage_url: str) -> None:
+    spec = small_spec(trials=3)
+    c = Coordinator(spec, storage_url)
+    a = c.next_trial("w0")
+    lost = c.next_trial("w1")
+    assert c.worker_lost("w1") == lost.number  # re-queued with the same params
+    a2 = c.next_trial("w0", _result(a, 0.0, "FAIL", "diverged"))
+    assert a2.params == lost.params  # the queued trial comes first
+    a3 = c.next_trial("w0", _result(a2, 0.6))
+    assert c.next_trial("w0", _result(a3, 0.7)) is None
+    final = c.close()
+    assert (final["complete"], final["failed"], final["requeued"]) == (2, 1, 1)
+    study = load_study(spec["study"], storage_url)
+    by_reason = {t.number: t.reason for t in study.trials(["FAIL"])}
+    assert sorted(by_reason.values()) == ["diverged", "worker_lost"]
+    numbers = [t.number for t in study.trials()]
+    assert numbers == sorted(set(numbers))  # no duplicate numbers
+
+
+def test_interrupt_then_resume_reaches_exact_count(storage_url: str) -> None:
+    spec = small_spec(trials=4)
+    c = Coordinator(spec, storage_url)
+    a = c.next_trial("w0")
+    b = c.next_trial("w0", _result(a, 0.3))
+    running = c.next_trial("w1")
+    c.stop()
+    c.close()
+    study = load_study(spec["study"], storage_url)
+    assert study.counts()["RUNNING"] == 0
+    assert [t.reason for t in study.trials(["FAIL"])] == ["interrupted", "interrupted"]
+
+    r = Coordinator(spec, storage_url, resume=True)
+    first = r.next_trial("w0")
+    second = r.next_trial("w1")
+    assert [first.params, second.params] == [b.params, running.params]  # interrupted run first
+    pending, n = [first, second], 0
+    while pending:
+        n += 1
+        nxt = r.next_trial("w0", _result(pending.pop(0), 0.1 * n))
+        if nxt is not None:
+            pending.append(nxt)
+    final = r.close()
+    assert final["complete"] == 4
+    counts = load_study(spec["study"], storage_url).counts()
+    assert counts["COMPLETE"] == 4 and counts["RUNNING"] == 0 and counts["WAITING"] == 0
+
+
+def test_resume_after_crash_fails_running_trials(sqlite_url: str) -> None:
+    """A driver that dies without stop(): its RUNNING trials are failed and re-queued on resume."""
+    spec = small_spec(trials=2)
+    c = Coordinator(spec, sqlite_url)
+    a = c.next_trial("w0")
+    c._writer.flush()  # the RUNNING row is stored; then the process "dies"
+    r = Coordinator(spec, sqlite_url, resume=True)
+    assert r.progress()["requeued"] == 1
+    b = r.next_trial("w0")
+    assert b.params == a.params and b.number != a.number
+    r.close()
+
+
+def test_duplicate_name_refused(sqlite_url: str) -> None:
+    spec = small_spec()
+    Coordinator(spec, sqlite_url).close()
+    with pytest.raises(StudyExistsError, match="tuner resume"):
+        Coordinator(spec, sqlite_url)
+
+
+def test_pruning_reports_reach_the_pruner(sqlite_url: str) -> None:
+    spec = small_spec(trials=4, pruner={"kind": "median", "n_startup_trials": 1, "n_warmup_steps": 0})
+    c = Coordinator(spec, sqlite_url)
+    a = c.next_trial("w0")
+    assert c.report(a.number, 1, 0.9) is False
+    r = _result(a, 0.9)
+    r.reported = True
+    b = c.next_trial("w0", r)
+    assert c.report(b.number, 1, 0.1) is True  # far below the median of finished trials
+    c.close()
+
+
+def test_grid_caps_the_count_at_the_grid_size(sqlite_url: str) -> None:
+    spec = small_spec(trials=50, sampler={"kind": "grid"},
+                      params={"batch_size": {"type": "int", "low": 64, "high": 256, "scale": "pow2"}})
+    c = Coordinator(spec, sqlite_url)
+    seen = []
+    a = c.next_trial("w0")
+    while a is not None:
+        seen.append(a.params["batch_size"])
+        a = c.next_trial("w0", _result(a, 0.5))
+    assert sorted(seen) == [64, 128, 256]
+    c.close()

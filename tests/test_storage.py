@@ -1,0 +1,61 @@
+"""Storage contract over SQLite and PostgreSQL: schema, WAL, errors, the Optuna mirror."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+import pytest
+from optuna.storages._rdb import models as optuna_models
+
+from tuner import StorageError
+from tuner.storage import open_storage, redact
+from tuner.storage import _queries as q
+from tuner.storage._migrate import VERSION_TABLE
+
+
+def test_tables_and_own_alembic_version(storage_url: str) -> None:
+    st = open_storage(storage_url)
+    names = set(sa.inspect(st.engine).get_table_names())
+    assert {"trials", "trial_params", "tuner_studies", "tuner_trials", "tuner_curves",
+            VERSION_TABLE, "alembic_version"} <= names
+    with st.engine.connect() as conn:
+        ours = conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+        theirs = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+    assert ours == "v0.1.0" and theirs != ours
+    open_storage(storage_url)  # second open: no migration, no error
+
+
+def test_sqlite_uses_wal(sqlite_url: str) -> None:
+    st = open_storage(sqlite_url)
+    with st.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 60000
+
+
+def test_optuna_mirror_matches_optuna_schema() -> None:
+    """The read-only mirror in _queries must name real Optuna columns."""
+    real = {t.name: {c.name for c in t.columns} for t in optuna_models.BaseModel.metadata.tables.values()}
+    for table in (q._studies, q._directions, q._trials, q._values, q._params, q._user_attrs):
+        assert table.name in real
+        assert {c.name for c in table.columns} <= real[table.name], table.name
+
+
+def test_unreachable_postgres_is_one_clear_error_without_password() -> None:
+    url = "postgresql+psycopg://user:s3cret@127.0.0.1:1/db"
+    with pytest.raises(StorageError) as e:
+        open_storage(url)
+    assert "s3cret" not in str(e.value) and "***" in str(e.value)
+    assert "check the URL" in str(e.value)
+
+
+def test_not_a_url() -> None:
+    with pytest.raises(StorageError, match="not a database URL"):
+        open_storage("tuner.db")
+
+
+def test_missing_sqlite_folder(tmp_path) -> None:
+    with pytest.raises(StorageError, match="does not exist"):
+        open_storage(f"sqlite:///{tmp_path}/no/such/dir/t.db")
+
+
+def test_redact() -> None:
+    assert redact("postgresql+psycopg://u:pw@h/db") == "postgresql+psycopg://u:***@h/db"

@@ -1,0 +1,186 @@
+"""The data layer of builtin:mlp: sources, split, train-only normalisation, cache, spec checks."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tuner._errors import SpecError
+from tuner.training import check_dataset_spec, clear_dataset_cache, load_dataset
+
+torch.set_num_threads(1)
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def table(tmp_path):
+    """A small csv with two numeric features, a bool feature and a string label."""
+    rng = np.random.default_rng(0)
+    n = 120
+    frame = pd.DataFrame(
+        {
+            "a": rng.normal(5.0, 2.0, n),
+            "b": rng.integers(0, 10, n),
+            "flag": rng.integers(0, 2, n).astype(bool),
+            "label": rng.choice(["cat", "dog", "eel"], n),
+        }
+    )
+    path = tmp_path / "table.csv"
+    frame.to_csv(path, index=False)
+    return path, frame
+
+
+def test_digits_shapes_dtypes_and_split():
+    data = load_dataset({"name": "digits"}, CPU)
+    assert data.task == "classification" and data.n_classes == 10 and data.n_features == 64
+    assert data.x_train.dtype == torch.float32 and data.y_train.dtype == torch.int64
+    assert data.y_train.shape == (data.x_train.shape[0],)
+    assert data.x_val.shape[0] == int(np.ceil(0.2 * 1797))
+    assert data.x_train.device == CPU
+    # Stratified: every class keeps about its share in the validation split.
+    counts = torch.bincount(data.y_val, minlength=10).float() / data.y_val.shape[0]
+    assert torch.all((counts - 0.1).abs() < 0.02)
+
+
+def test_normalisation_uses_train_statistics_only():
+    data = load_dataset({"name": "wine"}, CPU)
+    train_mean = data.x_train.mean(dim=0)
+    assert torch.allclose(train_mean, torch.zeros_like(train_mean), atol=1e-5)
+    assert torch.allclose(data.x_train.std(dim=0, unbiased=False), torch.ones(13), atol=1e-4)
+    # Validation data is scaled with the train statistics, so its mean is not exactly 0.
+    assert data.x_val.mean(dim=0).abs().max() > 1e-3
+
+
+def test_minmax_and_none():
+    scaled = load_dataset({"name": "iris", "normalize": "minmax"}, CPU)
+    assert scaled.x_train.min() == 0.0 and scaled.x_train.max() == 1.0
+    raw = load_dataset({"name": "iris", "normalize": "none"}, CPU)
+    assert raw.x_train.min() > 0.0  # iris measurements are all positive
+
+
+def test_regression_target_standardised_on_train():
+    data = load_dataset({"name": "diabetes"}, CPU)
+    assert data.task == "regression" and data.n_classes is None
+    assert data.y_train.dtype == torch.float32 and data.y_train.ndim == 1
+    assert abs(float(data.y_train.mean())) < 1e-5
+    assert abs(float(data.y_train.std(unbiased=False)) - 1.0) < 1e-4
+
+
+def test_cache_returns_same_object_per_spec_and_device():
+    first = load_dataset({"name": "iris", "seed": 3}, CPU)
+    assert load_dataset({"seed": 3, "name": "iris"}, CPU) is first
+    assert load_dataset({"name": "iris", "seed": 3, "normalize": "zscore"}, CPU) is first
+    assert load_dataset({"name": "iris", "seed": 4}, CPU) is not first
+    clear_dataset_cache()
+    assert load_dataset({"name": "iris", "seed": 3}, CPU) is not first
+
+
+def test_seed_changes_the_split():
+    a = load_dataset({"name": "iris", "seed": 1}, CPU)
+    b = load_dataset({"name": "iris", "seed": 2}, CPU)
+    assert not torch.equal(a.y_val, b.y_val) or not torch.equal(a.x_val, b.x_val)
+
+
+def test_synthetic_sets():
+    cls = load_dataset(
+        {"name": "synthetic_classification", "n_samples": 200, "n_features": 7, "n_classes": 3},
+        CPU,
+    )
+    assert cls.n_features == 7 and cls.n_classes == 3
+    assert cls.x_train.shape[0] + cls.x_val.shape[0] == 200
+    reg = load_dataset({"name": "synthetic_regression", "n_samples": 100, "n_features": 5}, CPU)
+    assert reg.task == "regression" and reg.n_features == 5
+
+
+def test_csv_with_string_labels(table):
+    path, frame = table
+    data = load_dataset({"name": f"csv:{path}", "target": "label"}, CPU)
+    assert data.task == "classification" and data.n_classes == 3 and data.n_features == 3
+    assert set(torch.unique(data.y_train).tolist()) == {0, 1, 2}
+
+
+def test_csv_float_target_is_regression(tmp_path):
+    frame = pd.DataFrame({"x": np.arange(60.0), "y": np.arange(60.0) * 0.5 + 0.1})
+    frame.to_csv(tmp_path / "r.csv", index=False)
+    data = load_dataset({"name": f"csv:{tmp_path / 'r.csv'}", "target": "y"}, CPU)
+    assert data.task == "regression"
+
+
+def test_integer_target_with_many_values_is_regression(tmp_path):
+    frame = pd.DataFrame({"x": np.arange(200.0), "y": np.arange(200)})
+    frame.to_csv(tmp_path / "many.csv", index=False)
+    spec = {"name": f"csv:{tmp_path / 'many.csv'}", "target": "y"}
+    assert load_dataset(spec, CPU).task == "regression"
+    with pytest.warns(UserWarning, match="without stratification"):
+        forced = load_dataset({**spec, "task": "classification"}, CPU)
+    assert forced.n_classes == 200
+
+
+def test_csv_errors(table, tmp_path):
+    path, frame = table
+    with pytest.raises(SpecError) as err:
+        load_dataset({"name": f"csv:{path}", "target": "nope"}, CPU)
+    assert err.value.field == "dataset.target" and "label" in err.value.message
+    frame.assign(word="x").to_csv(tmp_path / "text.csv", index=False)
+    with pytest.raises(SpecError, match="'word'.*not numeric"):
+        load_dataset({"name": f"csv:{tmp_path / 'text.csv'}", "target": "label"}, CPU)
+    with pytest.raises(SpecError, match="does not exist") as err:
+        load_dataset({"name": f"csv:{tmp_path / 'missing.csv'}", "target": "label"}, CPU)
+    assert err.value.field == "dataset.name"
+
+
+@pytest.mark.parametrize("x_key", ["x", "X"])
+def test_npz(tmp_path, x_key):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "d.npz"
+    np.savez(path, **{x_key: rng.normal(size=(80, 2, 3)), "y": rng.integers(0, 4, 80)})
+    data = load_dataset({"name": f"npz:{path}"}, CPU)
+    assert data.n_features == 6 and data.n_classes == 4  # [n, 2, 3] is flattened
+
+
+def test_npz_without_arrays(tmp_path):
+    np.savez(tmp_path / "bad.npz", features=np.zeros((4, 2)))
+    with pytest.raises(SpecError, match="'x' \\(or 'X'\\)"):
+        check_dataset_spec({"name": f"npz:{tmp_path / 'bad.npz'}"})
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pyarrow") is None, reason="needs pyarrow")
+def test_parquet(table, tmp_path):
+    _, frame = table
+    frame.to_parquet(tmp_path / "t.parquet")
+    data = load_dataset({"name": f"parquet:{tmp_path / 't.parquet'}", "target": "label"}, CPU)
+    assert data.n_classes == 3
+
+
+def test_parquet_without_pyarrow(table, tmp_path, monkeypatch):
+    path, _ = table
+    target = tmp_path / "t.parquet"
+    target.write_bytes(b"not really parquet")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "pyarrow" else real(name, *a)
+    )
+    with pytest.raises(SpecError, match=r"pip install 'tuner\[parquet\]'"):
+        check_dataset_spec({"name": f"parquet:{target}", "target": "label"})
+
+
+def test_check_dataset_spec(table):
+    path, _ = table
+    check_dataset_spec({"name": "digits"})
+    check_dataset_spec({"name": f"csv:{path}", "target": "label"})
+    with pytest.raises(SpecError) as err:
+        check_dataset_spec({"name": f"csv:{path}"})
+    assert err.value.field == "dataset.target"
+    with pytest.raises(SpecError, match="choose one of: digits") as err:
+        check_dataset_spec({"name": "mnist"})
+    assert err.value.field == "dataset.name"
+    with pytest.raises(SpecError) as err:
+        check_dataset_spec({"name": "digits", "normalize": "l2"})
+    assert err.value.field == "dataset.normalize"
+    with pytest.raises(SpecError) as err:
+        check_dataset_spec({"name": "digits", "validation_fraction": 1.0})
+    assert err.value.field == "dataset.validation_fraction"

@@ -1,0 +1,62 @@
+"""tuner: hyperparameter tuning for PyTorch networks — Optuna decides, Ray runs, SQL keeps.
+
+Public API::
+
+    import tuner
+    study = tuner.submit("search_spaces/quickstart.yaml", trials=20)
+    study.best_trials(5)
+    tuner.load_study("quickstart").curve(0)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from tuner._errors import (
+    Diverged,
+    SpecError,
+    StorageError,
+    StudyExistsError,
+    StudyNotFoundError,
+    TrainableError,
+    TunerError,
+)
+from tuner._study import Study, StudySummary, TrialRecord, list_studies, load_study
+from tuner.spec import StudySpec, load_spec
+from tuner.training import TrialContext
+
+__all__ = [
+    "submit", "resume", "load_study", "list_studies", "load_spec", "Study", "StudySummary",
+    "TrialRecord", "StudySpec", "TrialContext", "TunerError", "SpecError", "StorageError",
+    "StudyNotFoundError", "StudyExistsError", "TrainableError", "Diverged",
+]
+
+
+def submit(
+    spec: str | Path | Mapping[str, Any] | StudySpec, *, storage: str | None = None,
+    address: str | None = None, name: str | None = None, trials: int | None = None,
+    workers: int | None = None, sampler: str | None = None, seed: int | None = None,
+    epochs: int | None = None,
+) -> Study:
+    """Run a study to completion and return it. Overrides win over the spec's values."""
+    from tuner.execution import run_study
+    from tuner.spec import check_runtime
+
+    parsed = load_spec(spec, **{"study": name, "trials": trials, "resources.workers": workers,
+                                "sampler.kind": sampler, "sampler.seed": seed, "epochs": epochs})
+    check_runtime(parsed)
+    run_study(parsed, storage, address=address)
+    return load_study(parsed.study, storage)
+
+
+def resume(name: str, *, storage: str | None = None, address: str | None = None,
+           trials: int | None = None) -> Study:
+    """Continue a stored study to its trial count (or ``trials``); interrupted trials re-run."""
+    from tuner.execution import run_study
+
+    spec = load_study(name, storage).spec
+    if spec is None:
+        raise StudyNotFoundError(f"study '{name}' was not created by tuner; it has no spec to resume")
+    run_study(spec, storage, address=address, resume=True, trials=trials)
+    return load_study(name, storage)

@@ -1,0 +1,192 @@
+"""The ``tuner`` command line (Typer). Exit codes: 0 ok, 1 failure, 2 bad input, 130 Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional, TypeVar
+
+import typer
+from rich.console import Console
+
+import tuner
+from tuner._errors import TunerError
+from tuner.cli._format import render_rows, render_trials
+from tuner.cli._progress import StudyProgress
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Hyperparameter tuning for PyTorch networks: Optuna decides, Ray runs, SQL keeps.")
+out = Console(width=None if sys.stdout.isatty() else 240)
+err = Console(stderr=True)
+T = TypeVar("T")
+
+SPACES_DIR = Path(__file__).resolve().parent.parent / "_spaces"
+
+StorageOpt = Annotated[Optional[str], typer.Option(
+    "--storage", help="Database URL (default: $TUNER_STORAGE or sqlite:///tuner.db).")]
+
+
+class Fmt(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    """Run a command body: TunerError -> one line on stderr and its exit code; ^C -> 130."""
+    try:
+        return fn()
+    except TunerError as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(e.exit_code) from None
+    except KeyboardInterrupt:
+        err.print("interrupted: running trials were marked FAIL (interrupted) and will re-run on "
+                  "`tuner resume`")
+        raise typer.Exit(130) from None
+
+
+@app.command()
+def submit(
+    spec: Annotated[Path, typer.Argument(help="Study spec (YAML).")],
+    name: Annotated[Optional[str], typer.Option(help="Study name (overrides `study:`).")] = None,
+    storage: StorageOpt = None,
+    trials: Annotated[Optional[int], typer.Option(help="Number of trials.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Concurrent trials.")] = None,
+    sampler: Annotated[Optional[str], typer.Option(help="random | grid | tpe")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Sampler seed.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs per trial.")] = None,
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster (auto, ray://host:10001).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Run a study to completion (local Ray by default), then print the best trials."""
+    def body() -> None:
+        from tuner.execution import run_study
+        from tuner.spec import check_runtime
+
+        parsed = tuner.load_spec(spec, **{
+            "study": name, "trials": trials, "resources.workers": workers, "sampler.kind": sampler,
+            "sampler.seed": seed, "epochs": epochs})
+        check_runtime(parsed)
+        with StudyProgress(err, parsed.study, enabled=not quiet) as bar:
+            final = run_study(parsed, storage, address=address, on_progress=bar.update)
+        _finish(parsed.study, storage, final)
+    _guard(body)
+
+
+@app.command()
+def resume(
+    study: Annotated[str, typer.Argument(help="Study name.")],
+    storage: StorageOpt = None,
+    trials: Annotated[Optional[int], typer.Option(help="New total trial count.")] = None,
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster address.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Continue a stored study to its trial count; trials interrupted by a crash run again."""
+    def body() -> None:
+        from tuner.execution import run_study
+
+        spec = tuner.load_study(study, storage).spec
+        if spec is None:
+            raise TunerError(f"study '{study}' was not created by tuner; there is no spec to resume")
+        with StudyProgress(err, study, enabled=not quiet) as bar:
+            final = run_study(spec, storage, address=address, resume=True, trials=trials,
+                              on_progress=bar.update)
+        _finish(study, storage, final)
+    _guard(body)
+
+
+def _finish(study: str, storage: str | None, final: dict[str, Any]) -> None:
+    s = tuner.load_study(study, storage)
+    err.print(f"study '{study}': {final['complete']} complete, {final['pruned']} pruned, "
+              f"{final['failed']} failed")
+    best = s.best_trials(5)
+    if best:
+        render_trials(out, best, "table", f"best trials of {study}")
+
+
+@app.command()
+def validate(spec: Annotated[Path, typer.Argument(help="Study spec (YAML).")]) -> None:
+    """Check a spec (fields, ranges, dataset file, trainable import) without running it."""
+    def body() -> None:
+        from tuner.samplers import grid_size
+        from tuner.spec import check_runtime
+
+        parsed = tuner.load_spec(spec)
+        check_runtime(parsed)
+        extra = f", grid of {grid_size(parsed)}" if parsed.sampler.kind == "grid" else ""
+        out.print(f"ok: study '{parsed.study}', {len(parsed.params)} params, {parsed.trials} trials,"
+                  f" sampler {parsed.sampler.kind}{extra}")
+    _guard(body)
+
+
+@app.command()
+def status(storage: StorageOpt = None, format: Annotated[Fmt, typer.Option("--format")] = Fmt.table) -> None:
+    """Every study: state, counts by trial state, best value."""
+    def body() -> None:
+        rows = [s.to_dict() for s in tuner.list_studies(storage)]
+        if not rows and format == Fmt.table:
+            out.print("no studies yet; run `tuner submit SPEC`")
+            return
+        render_rows(out, rows, format.value, "studies")
+    _guard(body)
+
+
+@app.command()
+def best(
+    study: Annotated[str, typer.Argument()], k: Annotated[int, typer.Option("--k", min=1)] = 5,
+    storage: StorageOpt = None, format: Annotated[Fmt, typer.Option("--format")] = Fmt.table,
+) -> None:
+    """The k best complete trials of a study."""
+    _guard(lambda: render_trials(out, tuner.load_study(study, storage).best_trials(k),
+                                 format.value, f"best {k} of {study}"))
+
+
+@app.command()
+def trials(
+    study: Annotated[str, typer.Argument()],
+    state: Annotated[Optional[list[str]], typer.Option(help="COMPLETE, PRUNED, FAIL, RUNNING, WAITING (repeatable)")] = None,
+    storage: StorageOpt = None, format: Annotated[Fmt, typer.Option("--format")] = Fmt.table,
+    limit: Annotated[Optional[int], typer.Option(min=1)] = None,
+) -> None:
+    """Trials of a study by number."""
+    def body() -> None:
+        from tuner.storage._queries import STATES
+
+        for s in state or []:
+            if s.upper() not in STATES:
+                raise tuner.SpecError("--state", f"unknown state '{s}'; use one of {', '.join(STATES)}")
+        render_trials(out, tuner.load_study(study, storage).trials(state, limit=limit),
+                      format.value, f"trials of {study}")
+    _guard(body)
+
+
+@app.command()
+def spaces() -> None:
+    """The specs shipped with tuner (copy one and edit it)."""
+    def body() -> None:
+        rows = []
+        for path in sorted(SPACES_DIR.glob("*.yaml")):
+            s = tuner.load_spec(path)
+            rows.append({"file": str(path), "study": s.study, "trainable": s.trainable,
+                         "dataset": s.dataset.name if s.dataset else "-",
+                         "params": ", ".join(s.params), "trials": s.trials})
+        render_rows(out, rows, "table", "shipped search spaces")
+    _guard(body)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the study spec (for editor completion and validation)."""
+    print(json.dumps(tuner.spec.spec_json_schema(), indent=2))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""The study spec: the YAML a researcher writes, as pydantic models.
+
+Unknown keys are rejected everywhere (``extra="forbid"``): a misspelt ``epocs:`` silently ignored
+would cost someone a night of GPU time.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tuner.spec._params import ParamSpec
+
+__all__ = [
+    "StudySpec",
+    "DatasetSpec",
+    "ObjectiveSpec",
+    "SamplerSpec",
+    "PrunerSpec",
+    "ResourcesSpec",
+    "SAMPLER_KINDS",
+    "PRUNER_KINDS",
+]
+
+SAMPLER_KINDS = ("random", "grid", "tpe")
+PRUNER_KINDS = ("none", "median")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetSpec(_Strict):
+    """Which data the built-in trainables load; file paths are resolved against the spec's folder."""
+
+    name: str
+    validation_fraction: float = Field(default=0.2, gt=0, lt=1)
+    normalize: Literal["zscore", "minmax", "none"] = "zscore"
+    target: str | None = None
+    task: Literal["auto", "classification", "regression"] = "auto"
+    seed: int = 0
+    n_samples: int = Field(default=1000, ge=10)
+    n_features: int = Field(default=20, ge=1)
+    n_classes: int = Field(default=2, ge=2)
+    n_informative: int = Field(default=10, ge=1)
+    noise: float = Field(default=0.1, ge=0)
+
+
+class ObjectiveSpec(_Strict):
+    metric: str = "val_loss"
+    direction: Literal["minimize", "maximize"] = "minimize"
+
+
+class SamplerSpec(_Strict):
+    kind: str = "random"
+    seed: int | None = None
+    n_startup_trials: int = Field(default=10, ge=0, description="tpe: random trials before modelling")
+
+    @field_validator("kind")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in SAMPLER_KINDS:
+            raise ValueError(f"unknown sampler '{v}'; use one of: {', '.join(SAMPLER_KINDS)}")
+        return v
+
+
+class PrunerSpec(_Strict):
+    kind: str = "none"
+    n_startup_trials: int = Field(default=5, ge=0)
+    n_warmup_steps: int = Field(default=2, ge=0)
+
+    @field_validator("kind")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in PRUNER_KINDS:
+            raise ValueError(f"unknown pruner '{v}'; use one of: {', '.join(PRUNER_KINDS)}")
+        return v
+
+
+class ResourcesSpec(_Strict):
+    workers: int = Field(default=1, ge=1, le=4096)
+    cpus_per_trial: float = Field(default=1, gt=0)
+    gpus_per_trial: float = Field(default=0, ge=0)
+
+
+class StudySpec(_Strict):
+    """A whole study. ``params`` are searched; ``fixed`` are passed to every trial unchanged."""
+
+    study: str
+    trainable: str = "builtin:mlp"
+    dataset: DatasetSpec | None = None
+    objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
+    sampler: SamplerSpec = Field(default_factory=SamplerSpec)
+    pruner: PrunerSpec = Field(default_factory=PrunerSpec)
+    trials: int = Field(default=20, ge=1, le=1_000_000)
+    epochs: int = Field(default=10, ge=1, le=100_000)
+    seed: int | None = Field(default=None, description="base seed for weight init and shuffling")
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    params: dict[str, ParamSpec] = Field(default_factory=dict)
+    fixed: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("study")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(
+                f"'{v}' is not a usable study name; use letters, digits, '-', '_' or '.'"
+                " (at most 128, starting with a letter or digit)"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> StudySpec:
+        overlap = sorted(set(self.params) & set(self.fixed))
+        if overlap:
+            raise ValueError(
+                f"fixed: '{overlap[0]}' is both searched (params) and fixed; keep it in one of them"
+            )
+        if self.trainable.startswith("builtin:") and self.dataset is None:
+            raise ValueError(
+                "dataset: built-in trainables need a dataset; add e.g. dataset: {name: digits}"
+            )
+        return self
+
+    @field_validator("params")
+    @classmethod
+    def _nonempty(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if not v:
+            raise ValueError("params is empty; declare at least one hyperparameter to search")
+        return v
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The spec as plain JSON types, for storage and for shipping to workers."""
+        return self.model_dump(mode="json")

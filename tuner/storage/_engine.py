@@ -1,0 +1,111 @@
+"""Opening a storage: Optuna's RDB storage plus tuner's own tables, on one SQLAlchemy engine.
+
+SQLite is the embedded default and gets WAL (readers never block the writer) and a long busy
+timeout; PostgreSQL gets ``pool_pre_ping`` so a restarted server costs a reconnect, not a crash.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+
+from tuner._errors import StorageError
+
+__all__ = ["Storage", "open_storage", "resolve_url", "redact"]
+
+DEFAULT_URL = "sqlite:///tuner.db"
+ENV_VAR = "TUNER_STORAGE"
+
+
+def resolve_url(url: str | None = None) -> str:
+    """``url``, else ``$TUNER_STORAGE``, else ``sqlite:///tuner.db`` in the working directory."""
+    return url or os.environ.get(ENV_VAR) or DEFAULT_URL
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ``***``: safe for logs, errors and pages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL: show nothing of it that could be a secret
+        return "<unparsable storage URL>"
+
+
+@dataclass(frozen=True)
+class Storage:
+    """An open storage: ``optuna`` is the RDB storage; ``engine`` is shared with tuner's tables."""
+
+    url: str
+    optuna: optuna.storages.RDBStorage
+    engine: Engine
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+
+def open_storage(url: str | None = None, *, upgrade: bool = True) -> Storage:
+    """Open (creating tables as needed) the storage at ``url``; see :func:`resolve_url`."""
+    url = resolve_url(url)
+    try:
+        parsed = make_url(url)
+    except Exception:
+        raise StorageError(
+            f"'{redact(url)}' is not a database URL; use e.g. sqlite:///tuner.db or "
+            "postgresql+psycopg://user@host/db"
+        ) from None
+    engine_kwargs: dict[str, Any] = {}
+    if parsed.get_backend_name() == "sqlite":
+        _prepare_sqlite(parsed.database)
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    else:
+        engine_kwargs["pool_pre_ping"] = True
+        engine_kwargs["pool_recycle"] = 1800
+    try:
+        rdb = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    except ModuleNotFoundError as e:
+        raise StorageError(
+            f"no driver for '{redact(url)}' ({e.name} is not installed); "
+            "for PostgreSQL use postgresql+psycopg://"
+        ) from None
+    except Exception as e:
+        reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+        raise StorageError(
+            f"cannot open storage {redact(url)}: {reason}; check the URL, that the server runs, "
+            f"or set {ENV_VAR}"
+        ) from None
+    engine = rdb.engine
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    if upgrade:
+        from tuner.storage._migrate import upgrade_schema
+
+        upgrade_schema(engine)
+    return Storage(url=url, optuna=rdb, engine=engine)
+
+
+def _prepare_sqlite(database: str | None) -> None:
+    """Switch the file to WAL before Optuna opens it (WAL is persistent in the file)."""
+    if not database or database == ":memory:":
+        return
+    path = Path(database)
+    if path.parent and not path.parent.exists():
+        raise StorageError(f"folder '{path.parent}' for the SQLite file does not exist; create it")
+    con = sqlite3.connect(path, timeout=60)
+    try:
+        con.execute("PRAGMA journal_mode=WAL")
+    finally:
+        con.close()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cur = dbapi_connection.cursor()
+    cur.execute("PRAGMA busy_timeout=60000")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()

@@ -1,0 +1,39 @@
+"""Alembic for tuner's tables, with its own version table.
+
+Optuna keeps *its* Alembic revision in ``alembic_version``; sharing that table would make each
+project's migrations clobber the other's, so ours live in ``tuner_alembic_version``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Engine
+
+__all__ = ["upgrade_schema", "VERSION_TABLE", "alembic_config"]
+
+VERSION_TABLE = "tuner_alembic_version"
+_DIR = Path(__file__).parent / "_migrations"
+
+
+def alembic_config(engine: Engine | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_DIR))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """Bring tuner's tables to the newest revision; a no-op (one SELECT) when already there."""
+    cfg = alembic_config(engine)
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    with engine.connect() as conn:
+        current = MigrationContext.configure(
+            conn, opts={"version_table": VERSION_TABLE}
+        ).get_current_revision()
+    if current != head:
+        command.upgrade(cfg, "head")

@@ -1,0 +1,197 @@
+"""Turn a dataset spec into train/validation tensors that already sit on the training device.
+
+Why the tensors live on the device: the trainer slices mini-batches out of them with an index
+tensor, so no DataLoader, worker process or host-to-device copy sits on the step path. Why they
+are cached: a long-lived worker runs many trials on the same data, and loading, splitting and
+scaling it once per process is enough.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from tuner._errors import SpecError
+from tuner.training import _params
+from tuner.training._sources import DATASET_NAMES, check_source, read_raw
+
+__all__ = ["Dataset", "DATASET_NAMES", "load_dataset", "check_dataset_spec", "clear_dataset_cache"]
+
+_DEFAULTS: dict[str, Any] = {
+    "validation_fraction": 0.2,
+    "normalize": "zscore",
+    "target": None,
+    "task": "auto",
+    "seed": 0,
+    "n_samples": 1000,
+    "n_features": 20,
+    "n_classes": 2,
+    "n_informative": 10,
+    "noise": 0.1,
+}
+_NORMALIZE = ("zscore", "minmax", "none")
+_TASKS = ("auto", "classification", "regression")
+
+_cache: dict[str, Dataset] = {}
+_cache_lock = threading.Lock()
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A split, normalised dataset on one device.
+
+    Features are float32 ``[n, n_features]``. Labels are int64 ``[n]`` in ``0..n_classes-1`` for
+    classification. For regression the targets are float32 ``[n]`` *standardised with the train
+    split's mean and std*, so losses and ``val_mse``/``val_rmse`` are in units of the target's
+    standard deviation and comparable across datasets (``val_r2`` is unaffected by the scaling).
+    """
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    task: str
+    n_features: int
+    n_classes: int | None
+    name: str
+
+
+def _with_defaults(spec: dict[str, Any]) -> dict[str, Any]:
+    """Fill defaults and check the option values; the dict is also the cache key's source."""
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise SpecError("dataset.name", "a dataset needs a name, e.g. {name: digits}")
+    full = {**_DEFAULTS, **{k: v for k, v in spec.items() if v is not None}}
+    section = "dataset"
+    _params.real(
+        full,
+        "validation_fraction",
+        0.2,
+        low=0.0,
+        high=1.0,
+        low_open=True,
+        high_open=True,
+        section=section,
+    )
+    full["normalize"] = _params.choice(full, "normalize", _NORMALIZE, "zscore", section=section)
+    full["task"] = _params.choice(full, "task", _TASKS, "auto", section=section)
+    for key, low in (
+        ("seed", 0),
+        ("n_samples", 2),
+        ("n_features", 1),
+        ("n_classes", 2),
+        ("n_informative", 1),
+    ):
+        full[key] = _params.integer(full, key, _DEFAULTS[key], low=low, section=section)
+    _params.real(full, "noise", 0.1, low=0.0, section=section)
+    return full
+
+
+def check_dataset_spec(spec: dict[str, Any]) -> None:
+    """Fail with a ``SpecError`` if ``spec`` cannot be loaded; cheap enough for ``tuner validate``.
+
+    Checks the options, that the name is known, that a file exists, and that csv/parquet files
+    have the ``target`` column. It reads at most a file's header, never its data.
+    """
+    full = _with_defaults(spec)
+    check_source(full)
+
+
+def _split(x: np.ndarray, y: np.ndarray, task: str, fraction: float, seed: int) -> list[np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    stratify = None
+    if task == "classification":
+        _, counts = np.unique(y, return_counts=True)
+        n_val = int(np.ceil(fraction * len(y)))
+        if counts.min() >= 2 and len(counts) <= min(n_val, len(y) - n_val):
+            stratify = y
+        else:
+            warnings.warn(
+                "some class has fewer than 2 samples or the validation split is smaller than the "
+                "number of classes; splitting without stratification",
+                stacklevel=4,
+            )
+    try:
+        return list(
+            train_test_split(x, y, test_size=fraction, random_state=seed, stratify=stratify)
+        )
+    except ValueError as e:
+        raise SpecError("dataset.validation_fraction", f"cannot split {len(y)} rows: {e}") from e
+
+
+def _scale(train: np.ndarray, val: np.ndarray, how: str) -> tuple[np.ndarray, np.ndarray]:
+    """Fit the scaling on ``train`` only and apply it unchanged to ``val`` (no leakage)."""
+    if how == "zscore":
+        shift, scale = train.mean(axis=0), train.std(axis=0)
+    elif how == "minmax":
+        shift, scale = train.min(axis=0), train.max(axis=0) - train.min(axis=0)
+    else:
+        return train, val
+    scale = np.where(scale > 0, scale, 1.0)  # a constant column stays constant instead of NaN
+    return (train - shift) / scale, (val - shift) / scale
+
+
+def _build(spec: dict[str, Any], device: torch.device) -> Dataset:
+    raw = read_raw(spec)
+    y = raw.y
+    n_classes: int | None = None
+    if raw.task == "classification":
+        classes, y = np.unique(y, return_inverse=True)
+        n_classes = len(classes)
+        if n_classes < 2:
+            raise SpecError("dataset.target", "the target has a single class; nothing to learn")
+    else:
+        y = y.astype(np.float64)
+    x_tr, x_va, y_tr, y_va = _split(raw.x, y, raw.task, spec["validation_fraction"], spec["seed"])
+    x_tr, x_va = _scale(x_tr, x_va, spec["normalize"])
+    if raw.task == "regression":
+        mean, std = y_tr.mean(), y_tr.std()
+        std = std if std > 0 else 1.0
+        y_tr, y_va = (y_tr - mean) / std, (y_va - mean) / std
+    y_dtype = torch.int64 if raw.task == "classification" else torch.float32
+
+    def put(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+        return torch.as_tensor(np.ascontiguousarray(array), dtype=dtype).to(device)
+
+    return Dataset(
+        x_train=put(x_tr, torch.float32),
+        y_train=put(y_tr, y_dtype),
+        x_val=put(x_va, torch.float32),
+        y_val=put(y_va, y_dtype),
+        task=raw.task,
+        n_features=int(raw.x.shape[1]),
+        n_classes=n_classes,
+        name=str(spec["name"]),
+    )
+
+
+def load_dataset(spec: dict[str, Any], device: torch.device) -> Dataset:
+    """Load, split and normalise ``spec`` onto ``device``; the same spec and device give the same
+    object for the life of the process (treat its tensors as read-only)."""
+    full = _with_defaults(spec)
+    device = _canonical(torch.device(device))
+    key = json.dumps(full, sort_keys=True, default=str) + "|" + str(device)
+    with _cache_lock:  # one load per key, even with several trials starting at once
+        cached = _cache.get(key)
+        if cached is None:
+            cached = _cache[key] = _build(full, device)
+    return cached
+
+
+def _canonical(device: torch.device) -> torch.device:
+    """``cuda`` and ``cuda:0`` are one device (when 0 is current): keep one copy of the data."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def clear_dataset_cache() -> None:
+    """Drop every cached dataset, e.g. after a file on disk changed or to free device memory."""
+    with _cache_lock:
+        _cache.clear()
