@@ -24,13 +24,21 @@ from tuner._errors import (
 )
 from tuner._study import Study, StudySummary, TrialRecord, list_studies, load_study
 from tuner.spec import StudySpec, load_spec
-from tuner.training import TrialContext
 
 __all__ = [
     "submit", "resume", "load_study", "list_studies", "load_spec", "Study", "StudySummary",
     "TrialRecord", "StudySpec", "TrialContext", "TunerError", "SpecError", "StorageError",
     "StudyNotFoundError", "StudyExistsError", "TrainableError", "Diverged",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # TrialContext pulls in torch (~2 s); the CLI's read commands should not pay for it.
+    if name == "TrialContext":
+        from tuner.training import TrialContext
+
+        return TrialContext
+    raise AttributeError(f"module 'tuner' has no attribute {name!r}")
 
 
 def submit(

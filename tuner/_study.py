@@ -10,14 +10,13 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable
 
-import pandas as pd
-
 from tuner._errors import StudyNotFoundError
 from tuner.storage import Storage, open_storage, redact
 from tuner.storage import _queries as q
 
 if TYPE_CHECKING:
     import optuna
+    import pandas as pd
 
     from tuner.spec import StudySpec
 
@@ -121,6 +120,8 @@ class Study:
 
     def to_dataframe(self) -> pd.DataFrame:
         """One row per trial; params as ``params_<name>`` columns."""
+        import pandas as pd
+
         records = self.trials()
         rows = []
         for r in records:
@@ -131,6 +132,8 @@ class Study:
 
     def curve(self, trial_number: int) -> pd.DataFrame:
         """Per-epoch metrics of one trial (``epoch``, ``train_loss``, ``val_loss``, ...)."""
+        import pandas as pd
+
         return pd.DataFrame(q.curve_rows(self._storage.engine, self._id, trial_number))
 
     @property

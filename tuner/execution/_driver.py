@@ -15,6 +15,7 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from tuner._errors import StudyExistsError, StudyNotFoundError, TunerError
 from tuner.execution._coordinator import Coordinator
+from tuner.execution._pool import return_workers, take_workers
 from tuner.execution._worker import TrialWorker
 from tuner.spec import StudySpec
 from tuner.storage import open_storage, resolve_url
@@ -62,22 +63,29 @@ def run_study(
         num_cpus=0, max_concurrency=2 * n_workers + 8, max_restarts=0,
     ).remote(spec_json, url, resume=resume, trials=trials)
     progress = _unwrap(lambda: ray.get(coord.progress.remote()))
+    res = spec.resources
     worker_cls = ray.remote(TrialWorker).options(
-        num_cpus=spec.resources.cpus_per_trial, num_gpus=spec.resources.gpus_per_trial,
-        max_restarts=0, max_task_retries=0,
+        num_cpus=res.cpus_per_trial, num_gpus=res.gpus_per_trial, max_restarts=0, max_task_retries=0,
     )
     code_dir = os.getcwd()
+    shape = (res.cpus_per_trial, res.gpus_per_trial, code_dir)
     runs: dict[Any, tuple[str, Any]] = {}
+    survivors: list[Any] = []
     seq = 0
 
-    def spawn() -> None:
+    def spawn(actor: Any = None) -> None:
         nonlocal seq
         wid = f"w{seq}"
         seq += 1
-        actor = worker_cls.remote(spec_json, wid, code_dir)
-        runs[actor.run.remote(coord)] = (wid, actor)
+        if actor is None:
+            actor = worker_cls.remote(max(1, int(res.cpus_per_trial)), res.gpus_per_trial > 0, code_dir)
+        runs[actor.run.remote(coord, spec_json, wid)] = (wid, actor)
 
-    for _ in range(min(n_workers, max(progress["target"] - progress["used"], 0))):
+    wanted = min(n_workers, max(progress["target"] - progress["used"], 0))
+    warm = take_workers(wanted, shape)
+    for actor in warm:
+        spawn(actor)
+    for _ in range(wanted - len(warm)):
         spawn()
     early_deaths = 0
     try:
@@ -87,7 +95,13 @@ def run_study(
                 wid, actor = runs.pop(ref)
                 try:
                     ray.get(ref)
+                    survivors.append(actor)
+                    continue
                 except (RayActorError, RayTaskError) as e:
+                    ray.kill(actor)
+                    cause = getattr(e, "cause", None)
+                    if isinstance(cause, TunerError):
+                        raise cause from None  # e.g. the trainable does not import on the worker
                     lost = ray.get(coord.worker_lost.remote(wid))
                     _log.warning("worker %s died (%s); trial %s re-queued", wid, type(e).__name__, lost)
                     early_deaths = early_deaths + 1 if lost is None else 0
@@ -95,17 +109,18 @@ def run_study(
                         raise TunerError(f"workers die before running any trial: {_first_line(e)}") from None
                     if not ray.get(coord.progress.remote())["done"]:
                         spawn()
-                ray.kill(actor)
             if on_progress is not None:
                 on_progress(ray.get(coord.progress.remote()))
     except BaseException:
         ray.get(coord.stop.remote())
-        for _, actor in runs.values():
+        for actor in [a for _, a in runs.values()] + survivors:
             ray.kill(actor)
         ray.get(coord.close.remote())
+        ray.kill(coord)
         raise
     final = _unwrap(lambda: ray.get(coord.close.remote()))
     ray.kill(coord)
+    return_workers(survivors)
     if on_progress is not None:
         on_progress(final)
     return final

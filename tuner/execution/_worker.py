@@ -2,11 +2,12 @@
 
 Ray Tune's default starts a fresh process per trial (~3.4 s each here); a worker here pulls its
 next trial from the coordinator in one round trip and keeps torch, the trainable and the dataset
-warm between trials.
+warm between trials — and, in one driver process, between studies (see ``_pool``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -17,47 +18,64 @@ import torch
 
 from tuner.execution._coordinator import Assignment, TrialResult
 from tuner.execution._trial import run_trial
-from tuner.spec import parse_spec
-from tuner.training import TrialContext, resolve_trainable
+from tuner.spec import StudySpec, parse_spec
+from tuner.training import TrialContext, load_dataset, resolve_trainable
 
 __all__ = ["TrialWorker"]
 
 
 class TrialWorker:
-    """Runs trials of one study until the coordinator has none left."""
+    """Runs trials of a study until the coordinator has none left; then waits for the next study.
 
-    def __init__(self, spec_json: dict[str, Any], worker_id: str, code_dir: str | None = None) -> None:
-        self._spec = parse_spec(spec_json)
-        self._id = worker_id
-        threads = max(1, int(self._spec.resources.cpus_per_trial))
-        torch.set_num_threads(threads)
+    Args:
+        threads: torch intra-op threads, pinned to the trial's CPU share.
+        use_gpu: the actor holds a GPU (fraction); CUDA_VISIBLE_DEVICES is set by Ray.
+        code_dir: the driver's working directory, importable for ``package.module:function``.
+    """
+
+    def __init__(self, threads: int, use_gpu: bool, code_dir: str | None = None) -> None:
+        torch.set_num_threads(max(1, threads))
         if code_dir and os.path.isdir(code_dir) and code_dir not in sys.path:
             sys.path.insert(0, code_dir)
-        self._fn = resolve_trainable(self._spec.trainable)
-        use_gpu = self._spec.resources.gpus_per_trial > 0 and torch.cuda.is_available()
+        use_gpu = use_gpu and torch.cuda.is_available()
         self._device = torch.device("cuda", 0) if use_gpu else torch.device("cpu")
         self._device_name = (
             f"cuda:{os.environ.get('CUDA_VISIBLE_DEVICES', '0')} ({torch.cuda.get_device_name(0)})"
             if use_gpu else "cpu"
         )
         self._host = socket.gethostname()
-        self._prune = self._spec.pruner.kind != "none"
+        self._spec_key: str | None = None
+        self._spec: StudySpec | None = None
+        self._fn: Any = None
 
-    def run(self, coordinator: Any) -> int:
+    def prepare(self, spec_json: dict[str, Any]) -> None:
+        """Import the trainable and load the dataset onto the device before the first trial."""
+        key = json.dumps(spec_json, sort_keys=True)
+        if key == self._spec_key:
+            return
+        spec = parse_spec(spec_json)
+        self._fn = resolve_trainable(spec.trainable)
+        if spec.dataset is not None and spec.trainable.startswith("builtin:"):
+            load_dataset(spec.dataset.model_dump(), self._device)
+        self._spec, self._spec_key = spec, key
+
+    def run(self, coordinator: Any, spec_json: dict[str, Any], worker_id: str) -> int:
         """Pull-train-push loop; returns how many trials this worker ran."""
+        self.prepare(spec_json)
         result: TrialResult | None = None
         done = 0
         while True:
-            assignment = ray.get(coordinator.next_trial.remote(self._id, result))
+            assignment = ray.get(coordinator.next_trial.remote(worker_id, result))
             if assignment is None:
                 return done
-            result = self.run_one(assignment, coordinator)
+            result = self.run_one(assignment, coordinator, worker_id)
             done += 1
 
-    def run_one(self, a: Assignment, coordinator: Any = None) -> TrialResult:
+    def run_one(self, a: Assignment, coordinator: Any = None, worker_id: str | None = None) -> TrialResult:
         spec = self._spec
+        assert spec is not None, "prepare() runs first"  # internal invariant, not user input
         hook = None
-        if self._prune and coordinator is not None:
+        if spec.pruner.kind != "none" and coordinator is not None:
             def hook(epoch: int, value: float) -> bool:
                 return bool(ray.get(coordinator.report.remote(a.number, epoch, value)))
         ctx = TrialContext(
@@ -67,6 +85,6 @@ class TrialWorker:
             seed=None if spec.seed is None else spec.seed + a.number, prune_hook=hook,
         )
         result = run_trial(self._fn, {**spec.fixed, **a.params}, ctx)
-        result.host, result.device, result.worker = self._host, self._device_name, self._id
+        result.host, result.device, result.worker = self._host, self._device_name, worker_id
         result.reported = hook is not None
         return result

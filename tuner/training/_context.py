@@ -35,7 +35,7 @@ class TrialContext:
     objective_metric: str = "val_loss"
     direction: str = "minimize"
     dataset: dict[str, Any] | None = None
-    seed: int | None = None
+    seed: int | None = None  # per-trial seed (spec seed + trial number), or None
     prune_hook: PruneHook | None = None
     curve: list[dict[str, float]] = field(default_factory=list)
 

@@ -21,6 +21,12 @@ __all__ = ["OPTIMIZERS", "LR_DECAYS", "default_lr", "build_optimizer", "build_sc
 OPTIMIZERS = ("sgd", "rmsprop", "adam", "adamw", "adagrad", "adadelta")
 LR_DECAYS = ("none", "inverse", "exponential", "step", "cosine", "warmup")
 _DECAY_RATE_DEFAULT = {"inverse": 1.0, "exponential": 0.95, "step": 0.5}
+_FUSED_DEVICES: dict[object, tuple[str, ...]] = {
+    torch.optim.SGD: ("cpu", "cuda"),
+    torch.optim.Adam: ("cpu", "cuda"),
+    torch.optim.AdamW: ("cpu", "cuda"),
+    torch.optim.Adagrad: ("cpu",),
+}
 
 
 def default_lr(optimizer: str) -> float:
@@ -36,10 +42,15 @@ def _fastest(
 
     For the small networks tuned here the per-parameter Python loop of the default
     implementation is a large share of a step; the fused Adam step is ~1.5x faster on CPU.
-    Support depends on the optimizer, device and torch version, and constructing it is the only
-    reliable test; invalid hyperparameters still raise from the last, plain attempt.
+    Fused kernels exist per optimizer and device (Adagrad's on CPU only, and that is only
+    detected at the first step), so the table decides; older torch versions without them fail
+    at construction and fall through. Invalid hyperparameters raise from the plain attempt.
     """
-    for fast in ({"fused": True}, {"foreach": True}):
+    device = params[0].device.type if params else "cpu"
+    attempts = [{"foreach": True}]
+    if device in _FUSED_DEVICES.get(cls, ()):
+        attempts.insert(0, {"fused": True})
+    for fast in attempts:
         try:
             return cls(params, **kwargs, **fast)
         except (RuntimeError, ValueError, TypeError):

@@ -148,7 +148,7 @@ def fit_mlp(config: Mapping[str, Any], ctx: TrialContext) -> dict[str, float]:
         patience = _params.integer(config, "early_stopping_patience", 0, low=1)
     autocast = _autocast(config, device)
     if ctx.seed is not None:
-        torch.manual_seed(ctx.seed + ctx.trial_number)
+        torch.manual_seed(ctx.seed)  # the executor already offsets it per trial
 
     classify = data.task == "classification"
     model = build_mlp(config, data.n_features, data.n_classes or 1).to(device)
