@@ -45,6 +45,8 @@ BAD = [
     ("missing dataset file", {"dataset": {"name": "csv:nope.csv", "target": "y"}}, "dataset.name", "does not exist"),
     ("trainable does not import", {"trainable": "no_such_pkg.train:fit"}, "trainable", "no_such_pkg"),
     ("bad trainable format", {"trainable": "just_a_name"}, "trainable", "package.module:function"),
+    ("unknown builtin:mlp parameter", {"fixed": {"learning_rate": 0.1}}, "fixed.learning_rate",
+     "use one of"),
     ("empty params", {"params": {}}, "params", "at least one"),
     ("wrong type for trials", {"trials": "many"}, "trials", "integer"),
 ]

@@ -70,12 +70,18 @@ def parse_spec(data: Mapping[str, Any]) -> StudySpec:
 
 def check_runtime(spec: StudySpec) -> None:
     """Checks that touch the outside world: the dataset file exists, the trainable imports."""
-    from tuner.training import check_dataset_spec, resolve_trainable
+    from tuner.training import MLP_PARAM_KEYS, check_dataset_spec, resolve_trainable
 
     try:
         resolve_trainable(spec.trainable)
     except TunerError as e:
         raise SpecError("trainable", str(e)) from None
+    if spec.trainable == "builtin:mlp":
+        for section, names in (("params", spec.params), ("fixed", spec.fixed)):
+            for name in names:
+                if name not in MLP_PARAM_KEYS:
+                    raise SpecError(f"{section}.{name}", f"builtin:mlp has no parameter {name!r}; "
+                                    f"use one of {', '.join(sorted(MLP_PARAM_KEYS))}")
     if spec.dataset is not None:
         check_dataset_spec(spec.dataset.model_dump())
 
