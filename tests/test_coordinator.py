@@ -132,3 +132,20 @@ def test_grid_caps_the_count_at_the_grid_size(sqlite_url: str) -> None:
         a = c.next_trial("w0", _result(a, 0.5))
     assert sorted(seen) == [64, 128, 256]
     c.close()
+
+
+def test_stored_times_are_the_trials_not_the_write_behind_lag(sqlite_url: str) -> None:
+    import datetime as dt
+    import time
+
+    spec = small_spec(trials=1)
+    c = Coordinator(spec, sqlite_url)
+    a = c.next_trial("w0")
+    c._writer._queue.put(lambda: time.sleep(0.6))  # a slow database ahead of the result's write
+    before = dt.datetime.now()
+    assert c.next_trial("w0", _result(a, 0.5)) is None
+    after = dt.datetime.now()
+    c.close()
+    t = load_study(spec["study"], sqlite_url).trials()[0]
+    assert before <= t.datetime_complete <= after
+    assert t.duration_s is not None and t.duration_s < 0.5

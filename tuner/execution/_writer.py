@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from tuner._errors import StorageError
 from tuner.storage import CurveRow, Storage, TrialRow
+from tuner.storage._queries import optuna_trials
 
 __all__ = ["WriteBehind"]
 
@@ -131,6 +132,7 @@ class WriteBehind:
         for name, value in frozen.params.items():
             dist = frozen.distributions[name]
             rdb.set_trial_param(trial_id, name, dist.to_internal_repr(value), dist)
+        self._stamp(trial_id, start=frozen.datetime_start)
 
     def _finish(
         self,
@@ -150,6 +152,19 @@ class WriteBehind:
             rdb.set_trial_user_attr(trial_id, key, value)
         self._write_own_rows(frozen.number, reason, host, device, worker, curve)
         rdb.set_trial_state_values(trial_id, frozen.state, frozen.values)
+        self._stamp(trial_id, complete=frozen.datetime_complete)
+
+    def _stamp(self, trial_id: int, start: Any = None, complete: Any = None) -> None:
+        """Keep the coordinator's times, not the (later) write times Optuna would record.
+
+        Optuna's storage API stamps ``now`` when a state is written; written behind, that would
+        add the queue's lag to every trial's duration.
+        """
+        values = {k: v for k, v in (("datetime_start", start), ("datetime_complete", complete)) if v}
+        if values:
+            with self._storage.engine.begin() as conn:
+                conn.execute(sa.update(optuna_trials).where(
+                    optuna_trials.c.trial_id == trial_id).values(**values))
 
     def _write_own_rows(
         self,

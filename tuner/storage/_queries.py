@@ -34,6 +34,7 @@ _trials = sa.table("trials", sa.column("trial_id"), sa.column("number"), sa.colu
                    sa.column("datetime_complete", sa.DateTime))
 _values = sa.table("trial_values", sa.column("trial_id"), sa.column("objective"),
                    sa.column("value", sa.Float), sa.column("value_type"))
+optuna_trials = _trials  # the writer corrects timestamps through it (see WriteBehind._stamp)
 _params = sa.table("trial_params", sa.column("trial_id"), sa.column("param_name"),
                    sa.column("param_value", sa.Float), sa.column("distribution_json"))
 _user_attrs = sa.table("trial_user_attributes", sa.column("trial_id"), sa.column("key"),

@@ -1,0 +1,291 @@
+"""Study throughput: the same N-trial digits study run by tuner, plain Optuna and Ray Tune.
+
+Usage (from the repo root)::
+
+    python benchmarks/study_throughput.py [--trials 200] [--skip-ray-tune] [--skip-1thread]
+
+Each run is a separate subprocess and its wall time is measured around the whole process, so
+cold start (Python, torch, Ray start-up) is included:
+
+1. tuner:        ``tuner submit search_spaces/digits_mlp.yaml --trials N --workers 2 ...``.
+2. plain Optuna: sequential ``study.optimize`` on a SQLite RDB storage with
+   ``RandomSampler(seed=0)``; the objective suggests the spec's five params (momentum as
+   1-beta log-uniform in [1e-3, 1e-1]), adds the spec's fixed values, and trains with
+   ``tuner.training.fit_mlp`` whose prune hook calls ``trial.report`` every epoch. Run with
+   torch's default threads (what a plain user gets) and, unless skipped, with 1 thread.
+3. Ray Tune:     ``tune.Tuner`` + ``OptunaSearch`` (Optuna ``RandomSampler(seed=0)``, so the
+   configs come from the same distribution), ``max_concurrent_trials=2``, 1 CPU per trial,
+   default function trainable (a fresh actor process per trial, no actor reuse), ``tune.report``
+   every epoch plus one final report carrying the trial's timings.
+
+Metrics. Per-trial start/end stamps are the framework's own: Optuna's ``datetime_start`` /
+``datetime_complete`` (plain Optuna and tuner, read from storage) and Tune callbacks
+``on_trial_start`` / ``on_trial_complete`` in the driver. ``span`` = first start -> last end.
+In-trainable compute is ``fit_mlp``'s time with the dataset already loaded, minus the time spent
+in the per-epoch report hook (that is framework work). Per-trial framework overhead is
+``(span * concurrency - sum(compute)) / n``. tuner's workers cannot be instrumented from outside,
+so for tuner sum(compute) is replaced by sum(duration_s) (coordinator: assignment -> result
+stored), i.e. its number is the *gap* overhead between trials; the in-trial part is estimated as
+mean(duration_s) - mean(plain Optuna compute_s). Start-up = process start -> first trial start.
+Ratios are to plain Optuna (default threads) measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    BATCH_SIZES, ROOT, config_from, fmt, markdown_table, per_worker_gaps, python, quantiles,
+    run_timed, spec_values, summarize, timed_fit, ts,
+)
+
+GOAL_SPEEDUP, GOAL_OVERHEAD_MS = 1.7, 3.0
+
+
+# --- children (each runs in its own measured process) ------------------------------------------
+def child_optuna(args: argparse.Namespace) -> None:
+    import optuna
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sv = spec_values()
+    study = optuna.create_study(storage=f"sqlite:///{args.db}", study_name="plain-optuna",
+                                sampler=optuna.samplers.RandomSampler(seed=0), direction="maximize")
+    fits = []
+
+    def objective(trial: optuna.Trial) -> float:
+        config = config_from(
+            trial.suggest_float("lr", 1e-4, 1.0, log=True),
+            trial.suggest_float("one_minus_momentum", 1e-3, 1e-1, log=True),
+            trial.suggest_categorical("batch_size", BATCH_SIZES),
+            trial.suggest_int("layers", 1, 4), trial.suggest_float("dropout", 0.0, 0.5), sv["fixed"])
+        fit = timed_fit(config, sv, trial.number, lambda epoch, value: trial.report(value, epoch))
+        fits.append(fit)
+        return float("nan") if fit["diverged"] else fit["value"]  # nan -> FAIL, like tuner
+
+    study.optimize(objective, n_trials=args.trials)
+    trials = [{"number": t.number, "state": t.state.name, "value": t.value,
+               "start": ts(t.datetime_start), "end": ts(t.datetime_complete)}
+              for t in study.get_trials(deepcopy=False)]
+    Path(args.out).write_text(json.dumps({"trials": trials, "fits": fits}))
+
+
+def child_ray_tune(args: argparse.Namespace) -> None:
+    import optuna
+    import ray
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    sv = spec_values()
+    ray.init(include_dashboard=False, logging_level="WARNING")
+    stamps: dict[str, dict[str, float]] = {}
+
+    class Stamps(tune.Callback):
+        def on_trial_start(self, iteration, trials, trial, **info):  # noqa: ANN001
+            stamps.setdefault(trial.trial_id, {})["start"] = time.time()
+
+        def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
+            stamps.setdefault(trial.trial_id, {})["end"] = time.time()
+
+        on_trial_error = on_trial_complete
+
+    def trainable(config: dict) -> None:
+        t_enter = time.time()
+        suffix = tune.get_context().get_trial_id().rsplit("_", 1)[-1]
+        number = int(suffix) if suffix.isdigit() else 0
+        cfg = config_from(config["lr"], config["one_minus_momentum"], config["batch_size"],
+                          config["layers"], config["dropout"], sv["fixed"])
+        fit = timed_fit(cfg, sv, number, lambda e, v: tune.report({"val_accuracy": v, "epoch": e}))
+        value = float("nan") if fit["diverged"] else fit["value"]
+        tune.report({**fit, "val_accuracy": value, "t_enter": t_enter, "t_exit": time.time()})
+
+    space = {"lr": tune.loguniform(1e-4, 1.0), "one_minus_momentum": tune.loguniform(1e-3, 1e-1),
+             "batch_size": tune.choice(BATCH_SIZES), "layers": tune.randint(1, 5),
+             "dropout": tune.uniform(0.0, 0.5)}
+    search = OptunaSearch(metric="val_accuracy", mode="max",
+                          sampler=optuna.samplers.RandomSampler(seed=0))
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": 1}), param_space=space,
+        tune_config=tune.TuneConfig(search_alg=search, num_samples=args.trials,
+                                    max_concurrent_trials=2),
+        run_config=tune.RunConfig(name="bench", storage_path=str(Path(args.db).parent / "ray_results"),
+                                  verbose=0, callbacks=[Stamps()]),
+    )
+    grid = tuner.fit()
+    trials = []
+    for r in grid:
+        m = r.metrics or {}
+        tid = m.get("trial_id")
+        trials.append({**{k: m.get(k) for k in ("number", "value", "fit_s", "hook_s", "compute_s",
+                                               "threads", "t_enter", "t_exit", "diverged")},
+                       **stamps.get(tid, {}), "error": None if r.error is None else str(r.error)[:300]})
+    Path(args.out).write_text(json.dumps({"trials": trials}))
+
+
+# --- the parent --------------------------------------------------------------------------------
+def run_child(kind: str, args: argparse.Namespace, tmp: Path, threads: int | None = None) -> dict:
+    tag = kind + (f"-{threads}t" if threads else "")
+    out, db = tmp / f"{tag}.json", tmp / f"{tag}.db"
+    cmd = [python(), __file__, "--child", kind, "--trials", str(args.trials), "--out", str(out),
+           "--db", str(db)] + (["--threads", str(threads)] if threads else [])
+    run = run_timed(cmd, tmp / f"{tag}.log", env={"PYTHONPATH": f"{ROOT / 'benchmarks'}:{ROOT}"})
+    data = json.loads(out.read_text()) if out.exists() else {"trials": []}
+    return {"run": run, **data}
+
+
+def measure_plain(args: argparse.Namespace, tmp: Path, threads: int | None) -> dict:
+    d = run_child("optuna", args, tmp, threads)
+    compute = [f["compute_s"] for f in d.get("fits", [])]
+    s = summarize(d["run"], d["trials"], 1, sum(compute) if compute else None)
+    s.update(label=f"plain Optuna ({'torch default' if not threads else threads} thread"
+             f"{'s' if not threads else ''}: {d['fits'][0]['threads'] if d.get('fits') else '?'})",
+             mean_compute_s=statistics.fmean(compute) if compute else None,
+             mean_hook_ms=1000 * statistics.fmean(f["hook_s"] for f in d["fits"]) if compute else None)
+    return {"summary": s, "raw": d}
+
+
+def measure_tuner(args: argparse.Namespace, tmp: Path) -> dict:
+    import tuner
+
+    name, url = f"bench-{int(time.time())}", f"sqlite:///{tmp / 'tuner.db'}"
+    exe = str(Path(python()).parent / "tuner")
+    run = run_timed([exe, "submit", "search_spaces/digits_mlp.yaml", "--trials", str(args.trials),
+                     "--workers", "2", "--storage", url, "--name", name, "--quiet"], tmp / "tuner.log")
+    trials: list[dict] = []
+    try:
+        recs = tuner.load_study(name, url).trials()
+        with sqlite3.connect(tmp / "tuner.db") as con:
+            workers = dict(con.execute(
+                "select t.number, t.worker from tuner_trials t join tuner_studies s "
+                "on s.study_id = t.study_id where s.study_name = ?", (name,)).fetchall())
+        trials = [{"number": r.number, "state": r.state, "value": r.value, "reason": r.reason,
+                   "duration_s": r.duration_s, "start": ts(r.datetime_start),
+                   "end": ts(r.datetime_complete), "worker": workers.get(r.number)} for r in recs]
+    except Exception as e:  # noqa: BLE001 - report, do not work around
+        run["load_error"] = f"{type(e).__name__}: {e}"
+    durations = [t["duration_s"] for t in trials if t["duration_s"] is not None]
+    s = summarize(run, trials, 2, sum(durations) if durations else None)
+    s.update(label="tuner (2 workers x 1 thread)",
+             mean_duration_s=statistics.fmean(durations) if durations else None,
+             worker_gap_s=quantiles(per_worker_gaps(trials)),
+             failed_reasons=sorted({t["reason"] for t in trials if t["state"] == "FAIL"}))
+    return {"summary": s, "raw": {"run": run, "trials": trials}}
+
+
+def measure_ray_tune(args: argparse.Namespace, tmp: Path) -> dict:
+    d = run_child("ray_tune", args, tmp)
+    ok = [t for t in d["trials"] if t.get("compute_s") is not None]
+    s = summarize(d["run"], d["trials"], 2, sum(t["compute_s"] for t in ok) if ok else None)
+    launch = [t["t_enter"] - t["start"] for t in ok if t.get("start")]
+    s.update(label="Ray Tune + OptunaSearch (2 x 1 CPU, process per trial)",
+             mean_launch_s=statistics.fmean(launch) if launch else None,
+             errors=sorted({t["error"] for t in d["trials"] if t.get("error")})[:3])
+    if d["run"]["rc"] != 0 and not ok:
+        s["error"] = f"exit code {d['run']['rc']}, see {d['run']['log']}"
+    return {"summary": s, "raw": d}
+
+
+def report(results: dict, args: argparse.Namespace) -> str:
+    import optuna
+    import ray
+    import torch
+
+    rows = [r["summary"] for r in results.values()]
+    ref = results["plain"]["summary"]
+    tu = results["tuner"]["summary"]
+    speedup = tu["trials_per_min"] / ref["trials_per_min"] if ref.get("trials_per_min") else None
+    lines = [f"# Study throughput: {args.trials}-trial digits study, 2 concurrent trials", "",
+             f"{time.strftime('%Y-%m-%d %H:%M')} · {platform.node()} · {platform.processor() or platform.machine()}"
+             f" · 2 cores assumed, shared machine · torch {torch.__version__} · optuna "
+             f"{optuna.__version__} · ray {ray.__version__}", "",
+             markdown_table(rows, ref), "",
+             "Ratios are to plain Optuna with torch default threads, same run. overhead = "
+             "(span x concurrency - sum compute) / n; for tuner sum compute = sum(duration_s) "
+             "(gap overhead only; see below).", "", "## Goal", ""]
+    gap = tu.get("overhead_ms")
+    lines += [f"- tuner trials/min vs plain Optuna: **{fmt(speedup, '.2f')}x** (goal >= {GOAL_SPEEDUP}x): "
+              f"**{'MET' if speedup and speedup >= GOAL_SPEEDUP else 'NOT MET'}**"]
+    one = results.get("plain_1t", {}).get("summary")
+    if one and one.get("trials_per_min"):
+        lines += [f"- (vs plain Optuna with 1 torch thread: {tu['trials_per_min'] / one['trials_per_min']:.2f}x)"]
+    in_trial = {k: 1000 * (tu["mean_duration_s"] - r["summary"]["mean_compute_s"])
+                for k, r in results.items() if k.startswith("plain") and tu.get("mean_duration_s")
+                and r["summary"].get("mean_compute_s") is not None}
+    lines += [f"- tuner gap overhead between trials: **{fmt(gap, '.1f')} ms/trial** (goal <= "
+              f"{GOAL_OVERHEAD_MS} ms): **{'MET' if gap is not None and gap <= GOAL_OVERHEAD_MS else 'NOT MET'}**",
+              "- tuner in-trial overhead estimate, mean(duration_s) - mean(plain compute_s): "
+              + ", ".join(f"{fmt(v, '.0f')} ms vs {k}" for k, v in in_trial.items())
+              + " (different configs and thread counts: indicative only)", "", "## Where the time goes", ""]
+    for key, r in results.items():
+        s = r["summary"]
+        if s.get("error"):
+            continue
+        extra = [f"start-up {fmt(s.get('startup_s'))} s", f"teardown {fmt(s.get('teardown_s'))} s",
+                 f"load avg {r['raw']['run']['loadavg_1m_before']:.2f} -> {r['raw']['run']['loadavg_1m_after']:.2f}"]
+        if s.get("mean_compute_s") is not None:
+            extra += [f"mean compute {1000 * s['mean_compute_s']:.0f} ms/trial",
+                      f"per-epoch trial.report {fmt(s.get('mean_hook_ms'))} ms/trial"]
+        if s.get("mean_duration_s") is not None:
+            g = s.get("worker_gap_s") or {}
+            extra += [f"mean duration_s {1000 * s['mean_duration_s']:.0f} ms",
+                      "per-worker end->next start gap ms (min/median/p95/max) "
+                      + "/".join(fmt(1000 * g[q], '.1f') if q in g else "n/a" for q in ("min", "median", "p95", "max"))]
+            if s.get("failed_reasons"):
+                extra += [f"FAIL reasons: {s['failed_reasons']}"]
+        if s.get("mean_launch_s") is not None:
+            extra += [f"mean trial launch (on_trial_start -> trainable entered) {s['mean_launch_s']:.2f} s"]
+        if s.get("errors"):
+            extra += [f"errors: {s['errors']}"]
+        lines += [f"- **{s['label']}**: " + "; ".join(extra)]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", type=int, default=200)
+    ap.add_argument("--skip-ray-tune", action="store_true")
+    ap.add_argument("--skip-1thread", action="store_true", help="skip plain Optuna with 1 thread")
+    ap.add_argument("--child", choices=["optuna", "ray_tune"], help=argparse.SUPPRESS)
+    ap.add_argument("--threads", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    ap.add_argument("--db", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        (child_optuna if args.child == "optuna" else child_ray_tune)(args)
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="study_throughput_"))
+    print(f"scratch: {tmp}", flush=True)
+    results: dict = {}
+    steps = [("tuner", lambda: measure_tuner(args, tmp)),
+             ("plain", lambda: measure_plain(args, tmp, None))]
+    if not args.skip_1thread:
+        steps.append(("plain_1t", lambda: measure_plain(args, tmp, 1)))
+    if not args.skip_ray_tune:
+        steps.append(("ray_tune", lambda: measure_ray_tune(args, tmp)))
+    for key, fn in steps:
+        print(f"running {key} ...", flush=True)
+        results[key] = fn()
+        s = results[key]["summary"]
+        print(f"  {key}: wall {fmt(s.get('wall_s'))} s, finished {s.get('finished')}", flush=True)
+    text = report(results, args)
+    out_dir = ROOT / "benchmarks" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "study_throughput.md").write_text(text)
+    (out_dir / "study_throughput.json").write_text(json.dumps(
+        {"trials": args.trials, "scratch": str(tmp), "results": results}, indent=1, default=str))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
