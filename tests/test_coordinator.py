@@ -141,7 +141,7 @@ def test_stored_times_are_the_trials_not_the_write_behind_lag(sqlite_url: str) -
     spec = small_spec(trials=1)
     c = Coordinator(spec, sqlite_url)
     a = c.next_trial("w0")
-    c._writer._queue.put(lambda: time.sleep(0.6))  # a slow database ahead of the result's write
+    c._writer.call(lambda: time.sleep(0.6))  # a slow database ahead of the result's write
     before = dt.datetime.now()
     assert c.next_trial("w0", _result(a, 0.5)) is None
     after = dt.datetime.now()

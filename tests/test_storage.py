@@ -34,7 +34,8 @@ def test_sqlite_uses_wal(sqlite_url: str) -> None:
 def test_optuna_mirror_matches_optuna_schema() -> None:
     """The read-only mirror in _queries must name real Optuna columns."""
     real = {t.name: {c.name for c in t.columns} for t in optuna_models.BaseModel.metadata.tables.values()}
-    for table in (q._studies, q._directions, q._trials, q._values, q._params, q._user_attrs):
+    for table in (q._studies, q._directions, q._trials, q._values, q._params, q._user_attrs,
+                  q.optuna_values, q.optuna_intermediate, q.optuna_system_attrs):
         assert table.name in real
         assert {c.name for c in table.columns} <= real[table.name], table.name
 

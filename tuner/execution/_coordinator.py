@@ -13,6 +13,7 @@ reason and its params are queued again, so the study ends with exactly ``trials`
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import threading
@@ -176,8 +177,11 @@ class Coordinator:
             return None
 
     def _frozen(self, number: int) -> FrozenTrial:
+        """A snapshot of the in-memory trial: the writer reads it later, on another thread,
+        while Optuna's in-memory storage goes on updating its own object in place."""
         storage = self._mem_storage
-        return storage.get_trial(storage.get_trial_id_from_study_id_trial_number(self._mem_sid, number))
+        trial_id = storage.get_trial_id_from_study_id_trial_number(self._mem_sid, number)
+        return copy.deepcopy(storage.get_trial(trial_id))
 
     def _finish(self, result: TrialResult) -> None:
         run = self._running.pop(result.number, None)

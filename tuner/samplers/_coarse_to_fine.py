@@ -68,8 +68,9 @@ def zoom(
 
     Numeric: ``[min, max]`` of the top values in internal coordinates, widened on each side by
     ``margin`` x the width of ``previous`` (the box the last stage sampled, i.e. the resolution at
-    which the top trials were found), then to at least ``min_width`` x the full range, kept inside
-    the full range, and rounded outwards to legal values on discrete scales. Categorical: the
+    which the top trials were found) and clipped to the full range; then, if narrower than
+    ``min_width`` x the full range, widened to that around its centre (shifted back inside the
+    range at a bound); on discrete scales, shrunk to the legal values inside. Categorical: the
     choices the top trials used, in declared order. A parameter no top trial has keeps ``previous``.
     """
     box: Box = {}
@@ -86,15 +87,13 @@ def zoom(
         xs = [min(max(to_internal(param, v), full_lo), full_hi) for v in values]
         prev_lo, prev_hi = previous[name]
         pad = margin * (float(prev_hi) - float(prev_lo))
-        lo, hi = min(xs) - pad, max(xs) + pad
+        lo, hi = max(min(xs) - pad, full_lo), min(max(xs) + pad, full_hi)
         short = min_width * (full_hi - full_lo) - (hi - lo)
-        if short > 0:
+        if short > 0:  # centred on the top values, shifted back inside the range if needed
             lo, hi = lo - short / 2, hi + short / 2
-        if lo < full_lo:
-            lo, hi = full_lo, hi + (full_lo - lo)
-        if hi > full_hi:
-            lo, hi = lo - (hi - full_hi), full_hi
-        box[name] = _snap(param, max(lo, full_lo), hi)
+            shift = max(full_lo - lo, 0.0) - max(hi - full_hi, 0.0)
+            lo, hi = max(lo + shift, full_lo), min(hi + shift, full_hi)
+        box[name] = _snap(param, lo, hi)
     return box
 
 
@@ -104,23 +103,20 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _snap(param: FloatParam | IntParam, lo: float, hi: float) -> tuple[float, float]:
-    """Round a box outwards so that every value drawn inside it lies inside it."""
-    full_lo, full_hi = internal_bounds(param)
+    """On discrete scales, shrink a box to the legal values inside it; the top values are legal
+    and inside, so they stay in, and every value drawn from the result lies inside it."""
     if isinstance(param, IntParam) and param.scale == "pow2":
-        return float(math.floor(lo + _EPS)), float(math.ceil(hi - _EPS))
+        return float(math.ceil(lo - _EPS)), float(math.floor(hi + _EPS))
     if isinstance(param, IntParam) and param.scale == "log":
-        lo = math.log10(max(math.floor(10**lo + _EPS), param.low))
-        hi = math.log10(min(math.ceil(10**hi - _EPS), param.high))
-        return lo, hi
-    step = param.step
-    if isinstance(param, IntParam):
-        step = step or 1
+        low = max(math.ceil(10**lo * (1 - _EPS)), param.low)
+        high = min(math.floor(10**hi * (1 + _EPS)), param.high)
+        return math.log10(low), math.log10(high)
+    step = param.step or (1 if isinstance(param, IntParam) else None)
     if step:
-        last = param.high - (param.high - param.low) % step
-        lo = param.low + math.floor((lo - param.low) / step + _EPS) * step
-        hi = min(param.low + math.ceil((hi - param.low) / step - _EPS) * step, last)
-        return float(lo), float(hi)
-    return lo, min(hi, full_hi)
+        lo = param.low + math.ceil((lo - param.low) / step - _EPS) * step
+        hi = param.low + math.floor((hi - param.low) / step + _EPS) * step
+        return float(lo), float(min(hi, param.high))
+    return lo, hi
 
 
 def place(param: ParamSpec, entry: tuple[float, float] | list[Any], u: float) -> Any:
@@ -231,6 +227,12 @@ class CoarseToFineSampler(BaseSampler):
     @property
     def trials_per_stage(self) -> list[int]:
         return list(self._split)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The design knobs in effect (``stages`` resolved into ``trials_per_stage``)."""
+        return {"trials_per_stage": list(self._split), "top_k": self._top_k,
+                "margin": self._margin, "min_width": self._min_width, "qmc": self._qmc}
 
     def reseed_rng(self) -> None:
         # Draws are derived from (seed, trial number), so parallel threads already differ.
