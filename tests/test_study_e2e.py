@@ -137,3 +137,47 @@ def test_python_api_lists_and_frames(sqlite_url: str) -> None:
     df = study.to_dataframe()
     assert len(df) == 4 and {"params_lr", "params_batch_size", "value", "state"} <= set(df.columns)
     assert len(study.trials(["COMPLETE"])) == study.counts()["COMPLETE"]
+
+
+def test_sigterm_stops_cleanly_and_resume_finishes(tmp_path: Path) -> None:
+    """A real `tuner submit` process, stopped mid-study: no trial is left RUNNING, the running
+    ones are marked interrupted, exit code 130; `tuner resume` reaches exactly the count."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    url = f"sqlite:///{tmp_path / 'stop.db'}"
+    name = f"stop-{uuid.uuid4().hex[:6]}"
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(small_spec(name, trials=400, epochs=3)))
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "tuner", "submit", str(path), "--storage", url,
+                             "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=tmp_path)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        try:
+            if tuner.load_study(name, url).counts()["COMPLETE"] >= 3:
+                break
+        except tuner.StudyNotFoundError:
+            continue
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    study = tuner.load_study(name, url)
+    counts = study.counts()
+    assert counts["RUNNING"] == 0 and counts["COMPLETE"] >= 3
+    interrupted = [t for t in study.trials(["FAIL"]) if t.reason == "interrupted"]
+    assert interrupted, counts
+    done_before = counts["COMPLETE"] + counts["PRUNED"]
+
+    resumed = tuner.resume(name, storage=url, trials=done_before + 3)
+    after = resumed.counts()
+    assert after["COMPLETE"] + after["PRUNED"] == done_before + 3
+    assert after["RUNNING"] == 0 and after["WAITING"] == 0
+    re_run = {tuple(sorted(t.params.items())) for t in resumed.trials(["COMPLETE"])}
+    assert all(tuple(sorted(t.params.items())) in re_run for t in interrupted)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from enum import Enum
 from pathlib import Path
@@ -36,6 +37,21 @@ class Fmt(str, Enum):
     csv = "csv"
 
 
+def _interrupt_on_term() -> None:
+    """SIGTERM (a scheduler, ``kill``) and SIGINT stop a study the same clean way as Ctrl-C.
+
+    Installed after Ray starts: Ray's driver replaces SIGTERM with a handler that aborts.
+
+    A process started in the background by a non-interactive shell inherits SIGINT as ignored;
+    a study must still be stoppable there.
+    """
+    def raise_interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, raise_interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def _guard(fn: Callable[[], T]) -> T:
     """Run a command body: TunerError -> one line on stderr and its exit code; ^C -> 130."""
     try:
@@ -64,7 +80,7 @@ def submit(
 ) -> None:
     """Run a study to completion (local Ray by default), then print the best trials."""
     def body() -> None:
-        from tuner.execution import run_study
+        from tuner.execution import ensure_ray, run_study
         from tuner.spec import check_runtime
 
         parsed = tuner.load_spec(spec, **{
@@ -72,6 +88,8 @@ def submit(
             "sampler.seed": seed, "epochs": epochs})
         check_runtime(parsed)
         with StudyProgress(err, parsed.study, enabled=not quiet) as bar:
+            ensure_ray(address)
+            _interrupt_on_term()
             final = run_study(parsed, storage, address=address, on_progress=bar.update)
         _finish(parsed.study, storage, final)
     _guard(body)
@@ -87,12 +105,14 @@ def resume(
 ) -> None:
     """Continue a stored study to its trial count; trials interrupted by a crash run again."""
     def body() -> None:
-        from tuner.execution import run_study
+        from tuner.execution import ensure_ray, run_study
 
         spec = tuner.load_study(study, storage).spec
         if spec is None:
             raise TunerError(f"study '{study}' was not created by tuner; there is no spec to resume")
         with StudyProgress(err, study, enabled=not quiet) as bar:
+            ensure_ray(address)
+            _interrupt_on_term()
             final = run_study(spec, storage, address=address, resume=True, trials=trials,
                               on_progress=bar.update)
         _finish(study, storage, final)
