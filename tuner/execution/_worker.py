@@ -44,6 +44,9 @@ class TrialWorker:
             if use_gpu else "cpu"
         )
         self._host = socket.gethostname()
+        # The first torch.optim optimizer of a process imports torch._dynamo (seconds); pay it
+        # here, while the coordinator starts, not inside the first trial's measured duration.
+        torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
         self._spec_key: str | None = None
         self._spec: StudySpec | None = None
         self._fn: Any = None
