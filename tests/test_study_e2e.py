@@ -181,3 +181,34 @@ def test_sigterm_stops_cleanly_and_resume_finishes(tmp_path: Path) -> None:
     assert after["RUNNING"] == 0 and after["WAITING"] == 0
     re_run = {tuple(sorted(t.params.items())) for t in resumed.trials(["COMPLETE"])}
     assert all(tuple(sorted(t.params.items())) in re_run for t in interrupted)
+
+
+def test_coarse_to_fine_study_on_two_workers(sqlite_url: str) -> None:
+    """Later-stage trials lie in their stage's box, and each box holds the top-k it came from."""
+    spec = small_spec(trials=12, sampler={"kind": "coarse-to-fine", "stages": 3, "top_k": 3,
+                                          "seed": 0})
+    study = tuner.submit(spec, storage=sqlite_url)
+    stages = study.stages()
+    assert [s.stage for s in stages] == [0, 1, 2]
+    assert sum(len(s.trials) for s in stages) == 12
+    trials = {t.number: t for t in study.trials()}
+    assert all(t.stage is not None for t in trials.values())
+    for st in stages[1:]:
+        for n in st.trials:
+            for name, (lo, hi) in st.box.items():
+                assert lo - 1e-9 <= trials[n].params[name] <= hi + 1e-9, (st.stage, name)
+        assert 1 <= len(st.top_trials) <= 3
+        first_start = min(trials[n].datetime_start for n in st.trials)
+        for number in st.top_trials:  # finished earlier-stage trials the box was zoomed onto
+            t = trials[number]
+            assert t.stage < st.stage and t.state == "COMPLETE"
+            assert t.datetime_complete <= first_start
+            others = [o for o in trials.values() if o.stage < st.stage and o.state == "COMPLETE"
+                      and o.datetime_complete <= first_start and o.number not in st.top_trials]
+            assert all(o.value <= t.value for o in others) or len(st.top_trials) < 3
+            for name, (lo, hi) in st.box.items():
+                assert lo - 1e-9 <= t.params[name] <= hi + 1e-9, (st.stage, name, t.number)
+    plain = optuna.load_study(study_name=spec["study"], storage=sqlite_url)
+    assert "c2f_box_1" in plain.user_attrs and plain.trials[0].user_attrs["stage"] == 0
+    result = runner.invoke(app, ["best", spec["study"], "--format", "csv", "--storage", sqlite_url])
+    assert result.stdout.splitlines()[0].startswith("number,value,state,duration_s,stage,")

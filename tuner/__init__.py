@@ -22,12 +22,12 @@ from tuner._errors import (
     TrainableError,
     TunerError,
 )
-from tuner._study import Study, StudySummary, TrialRecord, list_studies, load_study
+from tuner._study import StageInfo, Study, StudySummary, TrialRecord, list_studies, load_study
 from tuner.spec import StudySpec, load_spec
 
 __all__ = [
     "submit", "resume", "load_study", "list_studies", "load_spec", "Study", "StudySummary",
-    "TrialRecord", "StudySpec", "TrialContext", "TunerError", "SpecError", "StorageError",
+    "TrialRecord", "StageInfo", "StudySpec", "TrialContext", "TunerError", "SpecError", "StorageError",
     "StudyNotFoundError", "StudyExistsError", "TrainableError", "Diverged",
 ]
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from tuner.spec import StudySpec
 
-__all__ = ["Study", "TrialRecord", "StudySummary", "load_study", "list_studies"]
+__all__ = ["Study", "TrialRecord", "StudySummary", "StageInfo", "load_study", "list_studies"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class TrialRecord:
     host: str | None = None
     device: str | None = None
     epochs_run: int | None = None
+    stage: int | None = None
     datetime_start: dt.datetime | None = None
     datetime_complete: dt.datetime | None = None
     user_attrs: dict[str, Any] = field(default_factory=dict)
@@ -46,9 +47,21 @@ class TrialRecord:
             "number": self.number, "value": self.value, "state": self.state,
             "params": self.params, "duration_s": self.duration_s, "reason": self.reason,
             "host": self.host, "device": self.device, "epochs_run": self.epochs_run,
+            "stage": self.stage,
             "datetime_start": _iso(self.datetime_start),
             "datetime_complete": _iso(self.datetime_complete),
         }
+
+
+@dataclass(frozen=True)
+class StageInfo:
+    """One coarse-to-fine stage: its search box and the trials drawn in it."""
+
+    stage: int
+    box: dict[str, Any]
+    scale_box: dict[str, Any]
+    trials: list[int]
+    top_trials: list[int] = field(default_factory=list)  # the earlier trials the box came from
 
 
 @dataclass(frozen=True)
@@ -144,6 +157,40 @@ class Study:
         raw = q.study_spec_json(self._storage.engine, self._id)
         return None if raw is None else parse_spec(raw)
 
+    def stages(self) -> list[StageInfo]:
+        """Coarse-to-fine stages: each stage's box and its trial numbers (empty for other samplers).
+
+        ``box`` is in values (lr 1e-3..1e-2, beta 0.99..0.999); ``scale_box`` in each
+        parameter's sampling coordinate (log10 lr, log10(1-beta), log2 batch size).
+        """
+        from tuner.samplers._coarse_to_fine import BOX_ATTR
+        from tuner.spec import CategoricalParam, from_internal
+
+        spec = self.spec
+        attrs = self._storage.optuna.get_study_user_attrs(self._id)
+        numbers = q.stage_numbers(self._storage.engine, self._id)
+        out = []
+        for stage in sorted(set(numbers) | {int(k.rsplit("_", 1)[1]) for k in attrs
+                                            if k.startswith(BOX_ATTR.split("{")[0])}):
+            record = attrs.get(BOX_ATTR.format(stage=stage), {})
+            stored = record.get("params", {})
+            box: dict[str, Any] = {}
+            scale_box: dict[str, Any] = {}
+            for name, entry in stored.items():
+                if "choices" in entry:
+                    box[name] = scale_box[name] = list(entry["choices"])
+                    continue
+                scale_box[name] = (entry["low"], entry["high"])
+                param = spec.params.get(name) if spec else None
+                if param is None or isinstance(param, CategoricalParam):
+                    box[name] = scale_box[name]
+                else:
+                    a, b = from_internal(param, entry["low"]), from_internal(param, entry["high"])
+                    box[name] = (min(a, b), max(a, b))
+            out.append(StageInfo(stage, box, scale_box, numbers.get(stage, []),
+                                 list(record.get("top_trials", []))))
+        return out
+
     def to_optuna(self) -> optuna.Study:
         """The same study through plain Optuna."""
         import optuna
@@ -153,11 +200,13 @@ class Study:
     def _records(self, rows: list[dict[str, Any]]) -> list[TrialRecord]:
         ids = [r["trial_id"] for r in rows]
         params = q.params_for(self._storage.engine, ids)
+        stages = q.stages_for(self._storage.engine, ids)
         return [
             TrialRecord(
                 number=r["number"], state=r["state"], value=r["value"], params=params[r["trial_id"]],
                 duration_s=_duration(r["datetime_start"], r["datetime_complete"]),
                 reason=r["reason"], host=r["host"], device=r["device"], epochs_run=r["epochs_run"],
+                stage=stages.get(r["trial_id"]),
                 datetime_start=r["datetime_start"], datetime_complete=r["datetime_complete"],
             )
             for r in rows

@@ -32,8 +32,10 @@ def render_trials(console: Console, records: Sequence[Any], fmt: str, title: str
     names: list[str] = []
     for d in dicts:
         names += [n for n in d["params"] if n not in names]
+    staged = any(d.get("stage") is not None for d in dicts)
     flat = [{"number": d["number"], "value": d["value"], "state": d["state"],
-             "duration_s": d["duration_s"], **{n: d["params"].get(n) for n in names},
+             "duration_s": d["duration_s"], **({"stage": d["stage"]} if staged else {}),
+             **{n: d["params"].get(n) for n in names},
              "reason": d["reason"], "host": d["host"], "device": d["device"]} for d in dicts]
     render_rows(console, flat, fmt, title)
 

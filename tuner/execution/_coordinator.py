@@ -27,7 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner._errors import StudyExistsError, StudyNotFoundError
 from tuner.execution._writer import WriteBehind
-from tuner.samplers import create_pruner, create_sampler, grid_size
+from tuner.samplers import CoarseToFineSampler, create_pruner, create_sampler, grid_size
 from tuner.spec import StudySpec, parse_spec, to_distribution
 from tuner.storage import StudyRow, open_storage
 from tuner.storage._queries import trial_ids
@@ -80,9 +80,10 @@ class Coordinator:
         self._dists = {n: to_distribution(p) for n, p in self._spec.params.items()}
         self._objective = self._spec.objective
         self._mem_storage = optuna.storages.InMemoryStorage()
+        self._sampler = create_sampler(self._spec)
         self._mem = optuna.create_study(
             storage=self._mem_storage,
-            sampler=create_sampler(self._spec),
+            sampler=self._sampler,
             pruner=create_pruner(self._spec),
             direction=self._objective.direction,
             study_name=self._spec.study,
@@ -98,6 +99,12 @@ class Coordinator:
             target = min(target, grid_size(self._spec))
         self._target = target
         study_id, history = self._open_study(resume)
+        self._study_id = study_id
+        self._study_attrs: dict[str, Any] = {}
+        if resume:  # boxes computed before the crash stay the boxes
+            self._study_attrs = dict(self._storage.optuna.get_study_user_attrs(study_id))
+            for key, value in self._study_attrs.items():
+                self._mem.set_user_attr(key, value)
         self._writer = WriteBehind(self._storage, study_id)
         self._load_history(history, trial_ids(self._storage.engine, study_id) if history else {})
 
@@ -110,6 +117,9 @@ class Coordinator:
             if self._stopping or self._used() + len(self._running) >= self._target:
                 return None
             trial = self._mem.ask(self._dists)
+            if isinstance(self._sampler, CoarseToFineSampler):
+                trial.set_user_attr("stage", self._sampler.stage_of(self._mem, trial.number))
+                self._sync_study_attrs()
             frozen = self._frozen(trial.number)
             if frozen.system_attrs.get("fixed_params") is not None:
                 self._writer.start(frozen)
@@ -167,6 +177,14 @@ class Coordinator:
             }
 
     # --- internals ------------------------------------------------------------------------------
+    def _sync_study_attrs(self) -> None:
+        """Persist new study user attributes (coarse-to-fine boxes) behind, like trials."""
+        for key, value in self._mem.user_attrs.items():
+            if self._study_attrs.get(key) != value:
+                self._study_attrs[key] = value
+                rdb, sid = self._storage.optuna, self._study_id
+                self._writer.call(lambda k=key, v=value: rdb.set_study_user_attr(sid, k, v))
+
     def _used(self) -> int:
         return self._counts["COMPLETE"] + self._counts["PRUNED"] + self._counts["FAIL"]
 

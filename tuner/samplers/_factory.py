@@ -8,6 +8,7 @@ import optuna
 from optuna.pruners import BasePruner
 from optuna.samplers import BaseSampler
 
+from tuner.samplers._coarse_to_fine import CoarseToFineSampler
 from tuner.samplers._random import ScaledRandomSampler
 from tuner.spec import StudySpec, grid_values
 
@@ -32,6 +33,13 @@ def create_sampler(spec: StudySpec) -> BaseSampler:
         return ScaledRandomSampler(spec.params, seed=seed)
     if kind == "grid":
         return GridSampler(grid_search_space(spec), seed=seed)
+    if kind == "coarse-to-fine":
+        c = spec.sampler
+        return CoarseToFineSampler(
+            spec.params, n_trials=spec.trials, stages=c.stages, top_k=c.top_k,
+            trials_per_stage=c.trials_per_stage, margin=c.margin, min_width=c.min_width,
+            seed=seed, qmc=c.qmc,
+        )
     if kind == "tpe":
         # constant_liar: concurrent workers would otherwise all be sent to the same promising point.
         return optuna.samplers.TPESampler(

@@ -24,7 +24,7 @@ __all__ = [
     "PRUNER_KINDS",
 ]
 
-SAMPLER_KINDS = ("random", "grid", "tpe")
+SAMPLER_KINDS = ("random", "grid", "tpe", "coarse-to-fine")
 PRUNER_KINDS = ("none", "median")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
@@ -58,6 +58,12 @@ class SamplerSpec(_Strict):
     kind: str = "random"
     seed: int | None = None
     n_startup_trials: int = Field(default=10, ge=0, description="tpe: random trials before modelling")
+    stages: int | None = Field(default=None, ge=1, description="coarse-to-fine: number of stages (3)")
+    top_k: int = Field(default=5, ge=1, description="coarse-to-fine: best trials defining the next box")
+    trials_per_stage: list[int] | None = Field(default=None, description="coarse-to-fine: explicit split")
+    margin: float = Field(default=0.1, ge=0, description="coarse-to-fine: box widening, fraction of the previous box")
+    min_width: float = Field(default=0.05, ge=0, le=1, description="coarse-to-fine: least box width, fraction of the range")
+    qmc: bool = Field(default=False, description="coarse-to-fine: scrambled Sobol draws within a stage")
 
     @field_validator("kind")
     @classmethod
@@ -114,6 +120,15 @@ class StudySpec(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> StudySpec:
+        ps = self.sampler.trials_per_stage
+        if ps is not None and (min(ps, default=0) < 1 or sum(ps) != self.trials):
+            raise ValueError(
+                f"sampler: trials_per_stage {ps} must be positive and add up to trials={self.trials};"
+                " fix the counts or drop trials_per_stage"
+            )
+        if ps is not None and self.sampler.stages is not None and self.sampler.stages != len(ps):
+            raise ValueError(f"sampler: stages={self.sampler.stages} but trials_per_stage has "
+                             f"{len(ps)} entries; drop stages")
         overlap = sorted(set(self.params) & set(self.fixed))
         if overlap:
             raise ValueError(

@@ -21,7 +21,7 @@ from tuner.storage._tables import CurveRow, StudyRow, TrialRow
 
 __all__ = [
     "trial_ids", "study_rows", "state_counts", "best_trial_rows", "trial_rows", "params_for",
-    "user_attrs_for", "curve_rows", "study_spec_json", "STATES",
+    "user_attrs_for", "curve_rows", "study_spec_json", "stages_for", "stage_numbers", "STATES",
 ]
 
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
@@ -173,6 +173,29 @@ def user_attrs_for(engine: Engine, trial_ids_: Sequence[int]) -> dict[int, dict[
     with engine.connect() as conn:
         for tid, key, value in conn.execute(q):
             out[tid][key] = json.loads(value)
+    return out
+
+
+def stages_for(engine: Engine, trial_ids_: Sequence[int]) -> dict[int, int]:
+    """trial_id -> coarse-to-fine stage (user attribute ``stage``) for trials that have one."""
+    if not trial_ids_:
+        return {}
+    q = sa.select(_user_attrs.c.trial_id, _user_attrs.c.value_json).where(
+        _user_attrs.c.trial_id.in_(list(trial_ids_)), _user_attrs.c.key == "stage")
+    with engine.connect() as conn:
+        return {tid: int(json.loads(v)) for tid, v in conn.execute(q)}
+
+
+def stage_numbers(engine: Engine, study_id: int) -> dict[int, list[int]]:
+    """stage -> trial numbers, for a coarse-to-fine study (one query)."""
+    q = (sa.select(_trials.c.number, _user_attrs.c.value_json)
+         .join(_user_attrs, _user_attrs.c.trial_id == _trials.c.trial_id)
+         .where(_trials.c.study_id == study_id, _user_attrs.c.key == "stage")
+         .order_by(_trials.c.number))
+    out: dict[int, list[int]] = {}
+    with engine.connect() as conn:
+        for number, value in conn.execute(q):
+            out.setdefault(int(json.loads(value)), []).append(number)
     return out
 
 
