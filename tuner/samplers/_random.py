@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import numpy as np
-import optuna
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study
