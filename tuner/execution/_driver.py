@@ -62,7 +62,6 @@ def run_study(
     coord = ray.remote(Coordinator).options(
         num_cpus=0, max_concurrency=2 * n_workers + 8, max_restarts=0,
     ).remote(spec_json, url, resume=resume, trials=trials)
-    progress = _unwrap(lambda: ray.get(coord.progress.remote()))
     res = spec.resources
     worker_cls = ray.remote(TrialWorker).options(
         num_cpus=res.cpus_per_trial, num_gpus=res.gpus_per_trial, max_restarts=0, max_task_retries=0,
@@ -81,7 +80,9 @@ def run_study(
             actor = worker_cls.remote(max(1, int(res.cpus_per_trial)), res.gpus_per_trial > 0, code_dir)
         runs[actor.run.remote(coord, spec_json, wid)] = (wid, actor)
 
-    wanted = min(n_workers, max(progress["target"] - progress["used"], 0))
+    # Workers start (torch, dataset) while the coordinator opens the study: both take seconds.
+    # A worker with nothing left to do gets None at once and returns to the pool.
+    wanted = min(n_workers, trials if trials is not None else spec.trials)
     warm = take_workers(wanted, shape)
     for actor in warm:
         spawn(actor)
@@ -89,6 +90,7 @@ def run_study(
         spawn()
     early_deaths = 0
     try:
+        _unwrap(lambda: ray.get(coord.progress.remote()))  # the study opened (or why not)
         while runs:
             ready, _ = ray.wait(list(runs), num_returns=1, timeout=poll_s)
             for ref in ready:
@@ -112,11 +114,7 @@ def run_study(
             if on_progress is not None:
                 on_progress(ray.get(coord.progress.remote()))
     except BaseException:
-        ray.get(coord.stop.remote())
-        for actor in [a for _, a in runs.values()] + survivors:
-            ray.kill(actor)
-        ray.get(coord.close.remote())
-        ray.kill(coord)
+        _abort(coord, [a for _, a in runs.values()] + survivors)
         raise
     final = _unwrap(lambda: ray.get(coord.close.remote()))
     ray.kill(coord)
@@ -124,6 +122,22 @@ def run_study(
     if on_progress is not None:
         on_progress(final)
     return final
+
+
+def _abort(coord: Any, workers: list[Any]) -> None:
+    """Stop: running trials -> FAIL (interrupted), writes flushed, actors gone. Never masks the
+    error that brought us here (the coordinator itself may be what failed)."""
+    try:
+        ray.get(coord.stop.remote())
+    except Exception as e:  # noqa: BLE001 - best effort on the way out
+        _log.warning("could not stop the coordinator cleanly: %s", _first_line(e))
+    for actor in workers:
+        ray.kill(actor)
+    try:
+        ray.get(coord.close.remote())
+    except Exception as e:  # noqa: BLE001
+        _log.warning("could not flush the study's pending writes: %s", _first_line(e))
+    ray.kill(coord)
 
 
 def _check_study_name(name: str, url: str, resume: bool) -> None:

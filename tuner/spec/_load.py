@@ -69,13 +69,25 @@ def parse_spec(data: Mapping[str, Any]) -> StudySpec:
 
 
 def check_runtime(spec: StudySpec) -> None:
-    """Checks that touch the outside world: the dataset file exists, the trainable imports."""
-    from tuner.training import MLP_PARAM_KEYS, check_dataset_spec, resolve_trainable
+    """Checks that touch the outside world: the dataset file exists, the trainable imports.
 
-    try:
-        resolve_trainable(spec.trainable)
-    except TunerError as e:
-        raise SpecError("trainable", str(e)) from None
+    Built-in trainables are checked by name, without importing torch (seconds the CLI would
+    otherwise spend before Ray even starts); a user's trainable is imported.
+    """
+    from tuner.training._checks import BUILTIN_NAMES, MLP_PARAM_KEYS, check_dataset_spec
+
+    if spec.trainable.startswith("builtin:"):
+        name = spec.trainable.split(":", 1)[1]
+        if name not in BUILTIN_NAMES:
+            raise SpecError("trainable", f"unknown built-in {spec.trainable!r}; use one of "
+                            + ", ".join(f"builtin:{n}" for n in BUILTIN_NAMES))
+    else:
+        from tuner.training._resolve import resolve_trainable
+
+        try:
+            resolve_trainable(spec.trainable)
+        except TunerError as e:
+            raise SpecError("trainable", str(e)) from None
     if spec.trainable == "builtin:mlp":
         for section, names in (("params", spec.params), ("fixed", spec.fixed)):
             for name in names:

@@ -2,47 +2,38 @@
 
 A trainable is any ``fn(config: dict, ctx: TrialContext) -> float | dict``; ``resolve_trainable``
 finds one from the spec's string, and ``fit_mlp`` is the one tuner ships.
+
+Names are imported lazily: the spec checks (``_checks``) need no torch, and the CLI should not
+pay seconds of torch import to validate a spec or read a study.
 """
 
 from __future__ import annotations
 
-from tuner.training._context import TrialContext
-from tuner.training._data import (
-    DATASET_NAMES,
-    Dataset,
-    check_dataset_spec,
-    clear_dataset_cache,
-    load_dataset,
-)
-from tuner.training._mlp import ACTIVATIONS, INITS, build_mlp
-from tuner.training._optim import LR_DECAYS, OPTIMIZERS, build_optimizer, build_scheduler
-from tuner.training._resolve import BUILTIN_TRAINABLES, Trainable, resolve_trainable
-from tuner.training._trainer import (
-    CLASSIFICATION_METRICS,
-    MLP_PARAM_KEYS,
-    REGRESSION_METRICS,
-    fit_mlp,
-)
+import importlib
+from typing import Any
 
 __all__ = [
-    "ACTIVATIONS",
-    "BUILTIN_TRAINABLES",
-    "CLASSIFICATION_METRICS",
-    "DATASET_NAMES",
-    "Dataset",
-    "INITS",
-    "LR_DECAYS",
-    "MLP_PARAM_KEYS",
-    "OPTIMIZERS",
-    "REGRESSION_METRICS",
-    "Trainable",
-    "TrialContext",
-    "build_mlp",
-    "build_optimizer",
-    "build_scheduler",
-    "check_dataset_spec",
-    "clear_dataset_cache",
-    "fit_mlp",
-    "load_dataset",
+    "ACTIVATIONS", "BUILTIN_NAMES", "BUILTIN_TRAINABLES", "CLASSIFICATION_METRICS",
+    "DATASET_NAMES", "Dataset", "INITS", "LR_DECAYS", "MLP_PARAM_KEYS", "OPTIMIZERS",
+    "REGRESSION_METRICS", "Trainable", "TrialContext", "build_mlp", "build_optimizer",
+    "build_scheduler", "check_dataset_spec", "clear_dataset_cache", "fit_mlp", "load_dataset",
     "resolve_trainable",
 ]
+
+_WHERE = {
+    "TrialContext": "_context",
+    "DATASET_NAMES": "_sources",
+    "BUILTIN_NAMES": "_checks", "MLP_PARAM_KEYS": "_checks", "check_dataset_spec": "_checks",
+    "Dataset": "_data", "clear_dataset_cache": "_data", "load_dataset": "_data",
+    "ACTIVATIONS": "_mlp", "INITS": "_mlp", "build_mlp": "_mlp",
+    "LR_DECAYS": "_optim", "OPTIMIZERS": "_optim", "build_optimizer": "_optim",
+    "build_scheduler": "_optim",
+    "BUILTIN_TRAINABLES": "_resolve", "Trainable": "_resolve", "resolve_trainable": "_resolve",
+    "CLASSIFICATION_METRICS": "_trainer", "REGRESSION_METRICS": "_trainer", "fit_mlp": "_trainer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"tuner.training.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'tuner.training' has no attribute {name!r}")

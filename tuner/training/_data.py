@@ -19,24 +19,10 @@ import torch
 
 from tuner._errors import SpecError
 from tuner.training import _params
-from tuner.training._sources import DATASET_NAMES, check_source, read_raw
+from tuner.training._checks import check_dataset_spec, with_defaults as _with_defaults
+from tuner.training._sources import DATASET_NAMES, read_raw
 
 __all__ = ["Dataset", "DATASET_NAMES", "load_dataset", "check_dataset_spec", "clear_dataset_cache"]
-
-_DEFAULTS: dict[str, Any] = {
-    "validation_fraction": 0.2,
-    "normalize": "zscore",
-    "target": None,
-    "task": "auto",
-    "seed": 0,
-    "n_samples": 1000,
-    "n_features": 20,
-    "n_classes": 2,
-    "n_informative": 10,
-    "noise": 0.1,
-}
-_NORMALIZE = ("zscore", "minmax", "none")
-_TASKS = ("auto", "classification", "regression")
 
 _cache: dict[str, Dataset] = {}
 _cache_lock = threading.Lock()
@@ -60,46 +46,6 @@ class Dataset:
     n_features: int
     n_classes: int | None
     name: str
-
-
-def _with_defaults(spec: dict[str, Any]) -> dict[str, Any]:
-    """Fill defaults and check the option values; the dict is also the cache key's source."""
-    if not isinstance(spec, dict) or "name" not in spec:
-        raise SpecError("dataset.name", "a dataset needs a name, e.g. {name: digits}")
-    full = {**_DEFAULTS, **{k: v for k, v in spec.items() if v is not None}}
-    section = "dataset"
-    _params.real(
-        full,
-        "validation_fraction",
-        0.2,
-        low=0.0,
-        high=1.0,
-        low_open=True,
-        high_open=True,
-        section=section,
-    )
-    full["normalize"] = _params.choice(full, "normalize", _NORMALIZE, "zscore", section=section)
-    full["task"] = _params.choice(full, "task", _TASKS, "auto", section=section)
-    for key, low in (
-        ("seed", 0),
-        ("n_samples", 2),
-        ("n_features", 1),
-        ("n_classes", 2),
-        ("n_informative", 1),
-    ):
-        full[key] = _params.integer(full, key, _DEFAULTS[key], low=low, section=section)
-    _params.real(full, "noise", 0.1, low=0.0, section=section)
-    return full
-
-
-def check_dataset_spec(spec: dict[str, Any]) -> None:
-    """Fail with a ``SpecError`` if ``spec`` cannot be loaded; cheap enough for ``tuner validate``.
-
-    Checks the options, that the name is known, that a file exists, and that csv/parquet files
-    have the ``target`` column. It reads at most a file's header, never its data.
-    """
-    full = _with_defaults(spec)
-    check_source(full)
 
 
 def _split(x: np.ndarray, y: np.ndarray, task: str, fraction: float, seed: int) -> list[np.ndarray]:

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 from tuner._errors import SpecError
 from tuner.training import _params
+from tuner.training._checks import MLP_PARAM_KEYS
 from tuner.training._context import TrialContext
 from tuner.training._data import Dataset, load_dataset
 from tuner.training._mlp import build_mlp
@@ -25,15 +26,6 @@ from tuner.training._optim import build_optimizer, build_scheduler
 
 __all__ = ["MLP_PARAM_KEYS", "CLASSIFICATION_METRICS", "REGRESSION_METRICS", "fit_mlp"]
 
-MLP_PARAM_KEYS = frozenset({
-    # network
-    "layers", "hidden_units", "activation", "init", "batch_norm", "dropout",
-    # optimizer and schedule
-    "optimizer", "lr", "weight_decay", "momentum", "nesterov", "rho", "beta1", "beta2", "eps",
-    "lr_decay", "decay_rate", "step_size", "warmup_epochs",
-    # loop
-    "batch_size", "early_stopping_patience", "amp",
-})  # fmt: skip
 CLASSIFICATION_METRICS = ("train_loss", "val_loss", "val_accuracy")
 REGRESSION_METRICS = ("train_loss", "val_loss", "val_mse", "val_rmse", "val_r2")
 _AMP = ("none", "bf16")
