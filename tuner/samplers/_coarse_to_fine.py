@@ -30,7 +30,10 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.spec import CategoricalParam, FloatParam, IntParam, ParamSpec, from_internal
 from tuner.spec import internal_bounds, to_internal
 
-__all__ = ["CoarseToFineSampler", "Box", "split_trials", "zoom", "BOX_ATTR", "REQUEUED_REASONS"]
+__all__ = [
+    "CoarseToFineSampler", "Box", "BOX_ATTR", "REQUEUED_REASONS", "full_box", "place", "split_trials",
+    "zoom",
+]
 
 Box = dict[str, Union[tuple[float, float], list[Any]]]
 """Per parameter: ``(lo, hi)`` in its internal coordinate, or the list of kept categories."""
@@ -164,8 +167,13 @@ class CoarseToFineSampler(BaseSampler):
         margin: each side of the box is widened by this fraction of the previous stage's box.
         min_width: a box is at least this fraction of the parameter's full range.
         seed: the same seed gives the same configurations for the same trial numbers, whichever
-            process samples them.
-        qmc: draw a scrambled Sobol sequence per stage instead of independent uniforms.
+            process samples them (without one, each process scrambles its own Sobol sequence).
+        qmc: draw a scrambled Sobol sequence per stage (point ``trial.number - stage start``)
+            instead of independent uniforms: a small stage 0 then covers every axis evenly.
+
+    The defaults (3 stages, ``top_k=3``, ``margin=0.05``, ``min_width=0.05``, ``qmc=True``) are the
+    best of the designs tried in ``benchmarks/search_quality.py``; results are in
+    ``benchmarks/results/search_quality.md``.
 
     Trials beyond the budget stay in the last stage. The stage of a trial is its position in the
     study, not counting earlier trials that failed with a re-queued reason (``reason`` user
@@ -179,12 +187,12 @@ class CoarseToFineSampler(BaseSampler):
         *,
         n_trials: int,
         stages: int | None = None,
-        top_k: int = 5,
+        top_k: int = 3,
         trials_per_stage: Sequence[int] | None = None,
-        margin: float = 0.1,
+        margin: float = 0.05,
         min_width: float = 0.05,
         seed: int | None = None,
-        qmc: bool = False,
+        qmc: bool = True,
     ) -> None:
         if n_trials < 1:
             raise ValueError(f"n_trials must be >= 1, got {n_trials}")
