@@ -30,13 +30,25 @@ STEPPED = FloatParam(type="float", low=0.0, high=1.0, step=0.25)
 ACT = CategoricalParam(type="categorical", choices=["relu", "tanh", "leaky_relu"])
 FLAG = CategoricalParam(type="categorical", choices=[True, 1, None])
 SPACE: dict[str, Any] = {
-    "lr": LR, "beta": BETA, "batch": BATCH, "layers": LAYERS, "units": UNITS,
-    "dropout": DROPOUT, "stepped": STEPPED, "act": ACT, "flag": FLAG,
+    "lr": LR,
+    "beta": BETA,
+    "batch": BATCH,
+    "layers": LAYERS,
+    "units": UNITS,
+    "dropout": DROPOUT,
+    "stepped": STEPPED,
+    "act": ACT,
+    "flag": FLAG,
 }
 
 
-def _zoom(space: dict, top: list[dict], margin: float = 0.1, min_width: float = 0.05,
-          previous: dict | None = None) -> dict:
+def _zoom(
+    space: dict,
+    top: list[dict],
+    margin: float = 0.1,
+    min_width: float = 0.05,
+    previous: dict | None = None,
+) -> dict:
     return zoom(space, top, previous or full_box(space), margin=margin, min_width=min_width)
 
 
@@ -67,7 +79,9 @@ def test_pow2_box_is_whole_exponents() -> None:
 
 
 def test_int_boxes_hold_whole_values() -> None:
-    box = _zoom({"layers": LAYERS, "units": UNITS}, [{"layers": 2, "units": 20}, {"layers": 3, "units": 40}])
+    box = _zoom(
+        {"layers": LAYERS, "units": UNITS}, [{"layers": 2, "units": 20}, {"layers": 3, "units": 40}]
+    )
     assert box["layers"] == (2.0, 3.0)
     lo, hi = box["units"]
     pad = 0.1 * (math.log10(256) - math.log10(8))
@@ -81,7 +95,9 @@ def test_stepped_float_box_is_on_the_step_grid() -> None:
 
 
 def test_categorical_box_keeps_the_categories_of_the_top_trials() -> None:
-    box = _zoom({"act": ACT, "flag": FLAG}, [{"act": "tanh", "flag": 1}, {"act": "relu", "flag": 1}])
+    box = _zoom(
+        {"act": ACT, "flag": FLAG}, [{"act": "tanh", "flag": 1}, {"act": "relu", "flag": 1}]
+    )
     assert box["act"] == ["relu", "tanh"]
     assert box["flag"] == [1]  # True == 1 in Python, but they are different choices
 
@@ -99,8 +115,9 @@ def test_a_parameter_at_its_bound_stays_inside_the_declared_range() -> None:
     box = _zoom({"lr": LR, "beta": BETA}, [{"lr": 1.0, "beta": 0.999}] * 3, margin=0.1)
     assert _close(box["lr"], (-0.4, 0.0))
     assert _close(box["beta"], (-3.0, -2.8))
-    box = _zoom({"lr": LR, "dropout": DROPOUT}, [{"lr": 1e-4, "dropout": 0.5}], margin=0.0,
-                min_width=0.1)
+    box = _zoom(
+        {"lr": LR, "dropout": DROPOUT}, [{"lr": 1e-4, "dropout": 0.5}], margin=0.0, min_width=0.1
+    )
     assert _close(box["lr"], (-4.0, -3.6))  # the minimum width is shifted back inside
     assert _close(box["dropout"], (0.45, 0.5))
 
@@ -112,9 +129,23 @@ def test_a_parameter_no_top_trial_has_keeps_the_previous_box() -> None:
 
 
 def test_place_covers_each_box_and_each_legal_value() -> None:
-    box = _zoom(SPACE, [{"lr": 1e-3, "beta": 0.99, "batch": 64, "layers": 2, "units": 30,
-                         "dropout": 0.1, "stepped": 0.5, "act": "tanh", "flag": None}],
-                margin=0.2)
+    box = _zoom(
+        SPACE,
+        [
+            {
+                "lr": 1e-3,
+                "beta": 0.99,
+                "batch": 64,
+                "layers": 2,
+                "units": 30,
+                "dropout": 0.1,
+                "stepped": 0.5,
+                "act": "tanh",
+                "flag": None,
+            }
+        ],
+        margin=0.2,
+    )
     for name, param in SPACE.items():
         values = [place(param, box[name], (i + 0.5) / 200) for i in range(200)]
         if isinstance(param, CategoricalParam):
@@ -142,16 +173,29 @@ def test_bad_settings_say_what_to_fix() -> None:
 
 
 # --- the sampler on a study ----------------------------------------------------------------------
-def _add(study: optuna.Study, params: dict, value: float | None, state: TrialState = TrialState.COMPLETE,
-         **user_attrs: Any) -> None:
+def _add(
+    study: optuna.Study,
+    params: dict,
+    value: float | None,
+    state: TrialState = TrialState.COMPLETE,
+    **user_attrs: Any,
+) -> None:
     dists = {k: to_distribution(SPACE[k]) for k in params}
-    study.add_trial(optuna.trial.create_trial(
-        params=params, distributions=dists, value=value if state == TrialState.COMPLETE else None,
-        state=state, user_attrs=user_attrs))
+    study.add_trial(
+        optuna.trial.create_trial(
+            params=params,
+            distributions=dists,
+            value=value if state == TrialState.COMPLETE else None,
+            state=state,
+            user_attrs=user_attrs,
+        )
+    )
 
 
 def test_failed_pruned_and_running_trials_are_ignored() -> None:
-    sampler = CoarseToFineSampler({"lr": LR}, n_trials=12, stages=2, top_k=2, margin=0.0, min_width=0.0)
+    sampler = CoarseToFineSampler(
+        {"lr": LR}, n_trials=12, stages=2, top_k=2, margin=0.0, min_width=0.0
+    )
     study = optuna.create_study(sampler=sampler, direction="maximize")
     _add(study, {"lr": 1e-3}, 0.5)
     _add(study, {"lr": 1e-2}, 0.9)
@@ -165,7 +209,9 @@ def test_failed_pruned_and_running_trials_are_ignored() -> None:
 
 
 def test_fewer_finished_trials_than_top_k_and_none_at_all() -> None:
-    sampler = CoarseToFineSampler({"lr": LR}, n_trials=4, stages=2, top_k=5, margin=0.0, min_width=0.0)
+    sampler = CoarseToFineSampler(
+        {"lr": LR}, n_trials=4, stages=2, top_k=5, margin=0.0, min_width=0.0
+    )
     study = optuna.create_study(sampler=sampler)
     _add(study, {"lr": 1e-3}, None, TrialState.FAIL)
     _add(study, {"lr": 1e-2}, None, TrialState.PRUNED)
@@ -188,7 +234,9 @@ def test_requeued_failures_use_no_stage_budget() -> None:
     assert sampler.stage_of(study, 100) == 2  # past the budget: the last stage
 
 
-def _run_in_flight(sampler: CoarseToFineSampler, study: optuna.Study, n: int, in_flight: int) -> dict:
+def _run_in_flight(
+    sampler: CoarseToFineSampler, study: optuna.Study, n: int, in_flight: int
+) -> dict:
     """Ask/tell with ``in_flight`` trials running at once, finishing the oldest first."""
     dists = {k: to_distribution(p) for k, p in SPACE.items()}
     running: list[optuna.Trial] = []

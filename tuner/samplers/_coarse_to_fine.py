@@ -19,7 +19,8 @@ import bisect
 import math
 import warnings
 import zlib
-from typing import Any, Mapping, Sequence, Union
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from optuna.distributions import BaseDistribution
@@ -27,15 +28,22 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.spec import CategoricalParam, FloatParam, IntParam, ParamSpec, from_internal
-from tuner.spec import internal_bounds, to_internal
+from tuner.spec import (
+    CategoricalParam,
+    FloatParam,
+    IntParam,
+    ParamSpec,
+    from_internal,
+    internal_bounds,
+    to_internal,
+)
 
 __all__ = [
-    "CoarseToFineSampler", "Box", "BOX_ATTR", "REQUEUED_REASONS", "full_box", "place", "split_trials",
+    "BOX_ATTR", "REQUEUED_REASONS", "Box", "CoarseToFineSampler", "full_box", "place", "split_trials",
     "zoom",
-]
+]  # fmt: skip
 
-Box = dict[str, Union[tuple[float, float], list[Any]]]
+Box = dict[str, tuple[float, float] | list[Any]]
 """Per parameter: ``(lo, hi)`` in its internal coordinate, or the list of kept categories."""
 
 BOX_ATTR = "c2f_box_{stage}"
@@ -45,7 +53,7 @@ _EPS = 1e-9
 
 
 def split_trials(n_trials: int, stages: int) -> list[int]:
-    """Trials per stage: as equal as possible, earlier stages taking the remainder; no empty stage."""
+    """Trials per stage, as equal as possible (earlier stages take the remainder), none empty."""
     stages = max(1, min(stages, n_trials))
     base, extra = divmod(n_trials, stages)
     return [base + (1 if s < extra else 0) for s in range(stages)]
@@ -131,9 +139,9 @@ def place(param: ParamSpec, entry: tuple[float, float] | list[Any], u: float) ->
     lo, hi = entry
     if isinstance(param, IntParam) and param.scale in ("pow2", "linear"):
         step = 1 if param.scale == "pow2" else param.step or 1
-        n = int(round((hi - lo) / step)) + 1
+        n = round((hi - lo) / step) + 1
         x = lo + step * min(int(u * n), n - 1)
-        return int(2 ** round(x)) if param.scale == "pow2" else int(round(x))
+        return int(2 ** round(x)) if param.scale == "pow2" else round(x)
     return from_internal(param, lo + u * (hi - lo))
 
 
@@ -151,7 +159,9 @@ def _decode(stored: Mapping[str, Any], space: Mapping[str, ParamSpec]) -> Box:
     box = full_box(space)  # a parameter added to the space since the box was stored: full range
     for name, entry in stored.items():
         if name in space:
-            box[name] = list(entry["choices"]) if "choices" in entry else (entry["low"], entry["high"])
+            box[name] = (
+                list(entry["choices"]) if "choices" in entry else (entry["low"], entry["high"])
+            )
     return box
 
 
@@ -225,7 +235,7 @@ class CoarseToFineSampler(BaseSampler):
         self._top_k = top_k
         self._margin = float(margin)
         self._min_width = float(min_width)
-        self._seed = int(np.random.SeedSequence().entropy % 2**32) if seed is None else int(seed)
+        self._seed = int(np.random.default_rng().integers(2**32)) if seed is None else int(seed)
         self._qmc = qmc
         self._dims = {name: i for i, name in enumerate(sorted(self._space))}
         self._sobol: dict[int, np.ndarray] = {}
@@ -239,8 +249,13 @@ class CoarseToFineSampler(BaseSampler):
     @property
     def settings(self) -> dict[str, Any]:
         """The design knobs in effect (``stages`` resolved into ``trials_per_stage``)."""
-        return {"trials_per_stage": list(self._split), "top_k": self._top_k,
-                "margin": self._margin, "min_width": self._min_width, "qmc": self._qmc}
+        return {
+            "trials_per_stage": list(self._split),
+            "top_k": self._top_k,
+            "margin": self._margin,
+            "min_width": self._min_width,
+            "qmc": self._qmc,
+        }
 
     def reseed_rng(self) -> None:
         # Draws are derived from (seed, trial number), so parallel threads already differ.
@@ -257,7 +272,8 @@ class CoarseToFineSampler(BaseSampler):
 
     def _position(self, trials: Sequence[FrozenTrial], number: int) -> int:
         lost = sum(
-            1 for t in trials
+            1
+            for t in trials
             if t.number < number and t.user_attrs.get("reason") in REQUEUED_REASONS
         )
         return number - lost
@@ -276,16 +292,26 @@ class CoarseToFineSampler(BaseSampler):
         else:
             previous = self._box(study, trials, stage - 1)
             top = self._top(study, trials, stage)
-            box = previous if not top else zoom(
-                self._space, [t.params for t in top], previous,
-                margin=self._margin, min_width=self._min_width,
+            box = (
+                previous
+                if not top
+                else zoom(
+                    self._space,
+                    [t.params for t in top],
+                    previous,
+                    margin=self._margin,
+                    min_width=self._min_width,
+                )
             )
-        study.set_user_attr(key, {
-            "stage": stage,
-            "positions": [self._starts[stage], self._starts[stage] + self._split[stage]],
-            "top_trials": [t.number for t in top],
-            "params": _encode(box, self._space),
-        })
+        study.set_user_attr(
+            key,
+            {
+                "stage": stage,
+                "positions": [self._starts[stage], self._starts[stage] + self._split[stage]],
+                "top_trials": [t.number for t in top],
+                "params": _encode(box, self._space),
+            },
+        )
         # Another process may have stored its box at the same time: use whichever the study kept.
         kept = study.user_attrs.get(key)
         return box if kept is None else _decode(kept["params"], self._space)
@@ -295,9 +321,13 @@ class CoarseToFineSampler(BaseSampler):
         lost = 0
         done = []
         for t in sorted(trials, key=lambda t: t.number):
-            if t.state == TrialState.COMPLETE and t.value is not None and not math.isnan(t.value):
-                if self._stage_at(t.number - lost) < stage:
-                    done.append(t)
+            value = t.value if t.state == TrialState.COMPLETE else None
+            if (
+                value is not None
+                and not math.isnan(value)
+                and self._stage_at(t.number - lost) < stage
+            ):
+                done.append(t)
             if t.user_attrs.get("reason") in REQUEUED_REASONS:
                 lost += 1
         sign = -1.0 if study.direction == StudyDirection.MAXIMIZE else 1.0
@@ -355,7 +385,7 @@ class CoarseToFineSampler(BaseSampler):
 
 def _sobol(dims: int, n: int, seed: list[int]) -> np.ndarray:
     """The first ``2**ceil(log2(n))`` points of a scrambled Sobol sequence seeded by ``seed``."""
-    from scipy.stats import qmc
+    from scipy.stats import qmc  # type: ignore[import-untyped]
 
     rng = np.random.default_rng(seed)
     with warnings.catch_warnings():
