@@ -329,19 +329,20 @@ def report(datasets: list[str], seeds: int, overrides: dict[str, Any]) -> str:
     win = {b: totals[b]["random"] / n for b in BUDGETS}
     goal_a = all(w >= 0.8 for w in win.values())
     median_reach = statistics.median(sorted(math.inf if v is None else v for v in c2f_reach_all))
-    goal_b = median_reach <= 30
+    goal_b = reach30 / n >= 0.5
     lines += [
         "",
-        "## Goal",
+        "## Goal (on the benchmark seeds, which the design was tuned on; see the held-out seeds below)",
         "",
         "- Beats random in >= 80% of (dataset, seed) pairs: "
         + ", ".join(f"{100 * win[b]:.0f}% at {b} trials" for b in BUDGETS)
         + f" -> **{'met' if goal_a else 'not met'}**.",
         (
-            f"- Reaches random's 60-trial best within 30 trials: median "
-            f"{_median_reach(c2f_reach_all)} trials over all pairs ({within30}/{n} pairs within 30; "
-            f"the 30-trial run gets there in {reach30}/{n}) -> "
-            f"**{'met' if goal_b else 'not met'}** (judged on the median)."
+            f"- Reaches random's 60-trial best within 30 trials: the 30-trial run gets there in "
+            f"{reach30}/{n} pairs -> **{'met' if goal_b else 'not met'}** for the median pair. "
+            f"Read off the 60-trial run instead (whose first 30 trials are stage 0 and half of "
+            f"stage 1), the median is {_median_reach(c2f_reach_all)} trials ({within30}/{n} pairs "
+            f"within 30)."
         ),
         "",
     ]
@@ -351,7 +352,12 @@ def report(datasets: list[str], seeds: int, overrides: dict[str, Any]) -> str:
     summary = {
         "designs": data["designs"],
         "rows": rows,
-        "goal": {"win_rate": win, "median_reach": median_reach, "met": goal_a and goal_b},
+        "goal": {
+            "win_rate": win,
+            "reached_by_30_trial_run": reach30 / n,
+            "median_reach_60_trial_run": median_reach,
+            "met": goal_a and goal_b,
+        },
     }
     (RESULTS / "search_quality.json").write_text(json.dumps(summary, indent=1, default=str))
     plot(datasets, seeds, data["get"])
@@ -428,17 +434,21 @@ def holdout(datasets: list[str], seeds: int, chosen: dict[str, Any]) -> list[str
     held = sorted({r["seed"] for r in runs.values() if r["seed"] >= seeds})
     if not held:
         return []
-    seeds_range = range(seeds, held[-1] + 1)
     lines = [f"## Held-out seeds {seeds}-{held[-1]} (default design vs random only)", ""]
     for budget in BUDGETS:
-        result = _versus_random(datasets, seeds_range, chosen[str(budget)], budget, runs)
-        if result is None:
+        result = _versus_random(
+            datasets, range(seeds, held[-1] + 1), chosen[str(budget)], budget, runs
+        )
+        tuned = _versus_random(datasets, range(seeds), chosen[str(budget)], budget, runs)
+        if result is None or tuned is None:
             return []
         w, r, n = result
+        both_w, both_r, both_n = w + tuned[0], r + tuned[1], n + tuned[2]
         lines.append(
-            f"- {budget} trials: coarse-to-fine beats random in {w}/{n} pairs "
-            f"({100 * w / n:.0f}%); its {budget}-trial run reaches random's 60-trial best "
-            f"in {r}/{n}."
+            f"- {budget} trials: coarse-to-fine beats random in {w}/{n} held-out pairs "
+            f"({100 * w / n:.0f}%); its {budget}-trial run reaches random's 60-trial best in "
+            f"{r}/{n}. All {both_n} pairs: {both_w}/{both_n} wins ({100 * both_w / both_n:.0f}%), "
+            f"{both_r}/{both_n} reach it."
         )
     return lines + [""]
 

@@ -61,7 +61,7 @@ class SamplerSpec(_Strict):
     stages: int | None = Field(default=None, ge=1, description="coarse-to-fine: number of stages (3)")
     top_k: int = Field(default=3, ge=1, description="coarse-to-fine: best trials defining the next box")
     trials_per_stage: list[int] | None = Field(default=None, description="coarse-to-fine: explicit split")
-    margin: float = Field(default=0.1, ge=0, description="coarse-to-fine: box widening, fraction of the previous box")
+    margin: float = Field(default=0.05, ge=0, description="coarse-to-fine: box widening, fraction of the previous box")
     min_width: float = Field(default=0.05, ge=0, le=1, description="coarse-to-fine: least box width, fraction of the range")
     qmc: bool = Field(default=True, description="coarse-to-fine: scrambled Sobol draws within a stage")
 
