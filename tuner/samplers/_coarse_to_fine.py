@@ -23,11 +23,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from optuna.distributions import BaseDistribution
-from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.samplers._base import ScaleAwareSampler
 from tuner.spec import (
     CategoricalParam,
     FloatParam,
@@ -165,7 +164,7 @@ def _decode(stored: Mapping[str, Any], space: Mapping[str, ParamSpec]) -> Box:
     return box
 
 
-class CoarseToFineSampler(BaseSampler):
+class CoarseToFineSampler(ScaleAwareSampler):
     """Coarse-to-fine random search over tuner's scales; see the module docstring.
 
     Args:
@@ -229,7 +228,7 @@ class CoarseToFineSampler(BaseSampler):
             if stages < 1:
                 raise ValueError(f"stages must be >= 1, got {stages}")
             split = split_trials(n_trials, stages)
-        self._space = dict(space)
+        super().__init__(space, seed)
         self._split = split
         self._starts = [sum(split[:s]) for s in range(len(split))]
         self._top_k = top_k
@@ -239,7 +238,6 @@ class CoarseToFineSampler(BaseSampler):
         self._qmc = qmc
         self._dims = {name: i for i, name in enumerate(sorted(self._space))}
         self._sobol: dict[int, np.ndarray] = {}
-        self._fallback = RandomSampler(seed=seed)
         self._pending: dict[tuple[str, int], tuple[int, Box]] = {}
 
     @property
@@ -344,26 +342,7 @@ class CoarseToFineSampler(BaseSampler):
     def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState, values: Any) -> None:
         self._pending.pop((study.study_name, trial.number), None)
 
-    def infer_relative_search_space(
-        self, study: Study, trial: FrozenTrial
-    ) -> dict[str, BaseDistribution]:
-        return {}
-
-    def sample_relative(
-        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
-    ) -> dict[str, Any]:
-        return {}
-
-    def sample_independent(
-        self,
-        study: Study,
-        trial: FrozenTrial,
-        param_name: str,
-        param_distribution: BaseDistribution,
-    ) -> Any:
-        param = self._space.get(param_name)
-        if param is None:
-            return self._fallback.sample_independent(study, trial, param_name, param_distribution)
+    def _sample(self, study: Study, trial: FrozenTrial, param_name: str, param: ParamSpec) -> Any:
         pending = self._pending.get((study.study_name, trial.number))
         if pending is None:  # before_trial was not called (a sampler used on its own)
             self.before_trial(study, trial)

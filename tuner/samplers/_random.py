@@ -12,17 +12,16 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import numpy as np
-from optuna.distributions import BaseDistribution
-from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial
 
+from tuner.samplers._base import ScaleAwareSampler
 from tuner.spec import CategoricalParam, IntParam, ParamSpec, from_internal, internal_bounds
 
 __all__ = ["ScaledRandomSampler"]
 
 
-class ScaledRandomSampler(BaseSampler):
+class ScaledRandomSampler(ScaleAwareSampler):
     """Independent uniform draws in each parameter's scale coordinate.
 
     Args:
@@ -31,34 +30,14 @@ class ScaledRandomSampler(BaseSampler):
     """
 
     def __init__(self, space: Mapping[str, ParamSpec], seed: int | None = None) -> None:
-        self._space = dict(space)
+        super().__init__(space, seed)
         self._rng = np.random.default_rng(seed)
-        self._fallback = RandomSampler(seed=seed)
 
     def reseed_rng(self) -> None:
         self._rng = np.random.default_rng()
         self._fallback.reseed_rng()
 
-    def infer_relative_search_space(
-        self, study: Study, trial: FrozenTrial
-    ) -> dict[str, BaseDistribution]:
-        return {}
-
-    def sample_relative(
-        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
-    ) -> dict[str, Any]:
-        return {}
-
-    def sample_independent(
-        self,
-        study: Study,
-        trial: FrozenTrial,
-        param_name: str,
-        param_distribution: BaseDistribution,
-    ) -> Any:
-        param = self._space.get(param_name)
-        if param is None:
-            return self._fallback.sample_independent(study, trial, param_name, param_distribution)
+    def _sample(self, study: Study, trial: FrozenTrial, name: str, param: ParamSpec) -> Any:
         return draw(param, self._rng)
 
 

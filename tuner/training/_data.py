@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from tuner._errors import SpecError
-from tuner.training import _params
-from tuner.training._checks import check_dataset_spec, with_defaults as _with_defaults
+from tuner.training._checks import check_dataset_spec
+from tuner.training._checks import with_defaults as _with_defaults
 from tuner.training._sources import DATASET_NAMES, read_raw
 
 __all__ = ["Dataset", "DATASET_NAMES", "load_dataset", "check_dataset_spec", "clear_dataset_cache"]
