@@ -8,7 +8,7 @@ batch sizes as powers of two), so it is validated here, once, with messages that
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -112,9 +112,3 @@ class CategoricalParam(_Strict):
 
 ParamSpec = Annotated[Union[FloatParam, IntParam, CategoricalParam], Field(discriminator="type")]
 
-
-def describe(param: Any) -> str:
-    """Short human form, for tables: ``float[1e-4, 1] log``."""
-    if isinstance(param, CategoricalParam):
-        return "{" + ", ".join(map(str, param.choices)) + "}"
-    return f"{param.type}[{param.low}, {param.high}] {param.scale}"

@@ -45,10 +45,6 @@ class Storage:
     optuna: optuna.storages.RDBStorage
     engine: Engine
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.engine.dialect.name == "sqlite"
-
 
 def open_storage(url: str | None = None, *, upgrade: bool = True) -> Storage:
     """Open (creating tables as needed) the storage at ``url``; see :func:`resolve_url`."""
