@@ -168,3 +168,26 @@ def markdown_table(rows: list[dict[str, Any]], ref: dict[str, Any] | None) -> st
 
 def python() -> str:
     return sys.executable
+
+
+def tuner_trials(name: str, url: str) -> list[dict[str, Any]]:
+    """A tuner study's trials as the benchmarks use them: ``start``/``end`` (Unix seconds, the
+    coordinator's ask/tell times), ``duration_s``, ``worker`` (tuner's own table) and the trial
+    user attributes (``ray_node`` among them), read through the public API."""
+    import tuner
+
+    study = tuner.load_study(name, url)
+    recs = study.trials()
+    attrs = {t.number: dict(t.user_attrs) for t in study.to_optuna().get_trials(deepcopy=False)}
+    workers: dict[int, str] = {}
+    if url.startswith("sqlite:///"):
+        import sqlite3
+
+        with sqlite3.connect(url[len("sqlite:///"):]) as con:
+            workers = dict(con.execute(
+                "select t.number, t.worker from tuner_trials t join tuner_studies s "
+                "on s.study_id = t.study_id where s.study_name = ?", (name,)).fetchall())
+    return [{"number": r.number, "state": r.state, "value": r.value, "reason": r.reason,
+             "params": r.params, "duration_s": r.duration_s, "start": ts(r.datetime_start),
+             "end": ts(r.datetime_complete), "worker": workers.get(r.number), "host": r.host,
+             "user_attrs": attrs.get(r.number, {})} for r in recs]

@@ -19,14 +19,27 @@ SPACES = REPO / "search_spaces"
 
 
 @pytest.fixture(scope="session")
-def ray_session() -> Iterator[None]:
-    """One local Ray for the whole run (starting Ray costs seconds)."""
+def ray_session() -> Iterator[str]:
+    """One local Ray for the whole run (starting Ray costs seconds), with its dashboard on a
+    private port: the job API there is what ``tuner submit --detach`` talks to. Yields that
+    address (``http://127.0.0.1:PORT``)."""
+    import logging
+    import socket
+
     import ray
 
-    from tuner.execution import ensure_ray
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    if ray.is_initialized():  # a test started Ray without its dashboard: start it over, once
+        from tuner.execution import release_workers
 
-    ensure_ray(None)
-    yield
+        release_workers()
+        ray.shutdown()
+    ctx = ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1",
+                   dashboard_port=port,
+                   logging_level=logging.WARNING)
+    yield f"http://{ctx.dashboard_url}"
     ray.shutdown()
 
 
@@ -96,3 +109,24 @@ def small_spec(name: str | None = None, **over: object) -> dict:
     for key, value in over.items():
         spec[key] = value
     return spec
+
+
+@pytest.fixture(scope="session")
+def dashboard_study(ray_session: object, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """``(storage URL, study name)`` of one real coarse-to-fine run, shared by the dashboard
+    tests (AppTest and browser): log lr up to 1e3 so some SGD trials diverge (FAIL, reason
+    ``diverged``), momentum on the one_minus_log scale, a pow2 batch size, two stages."""
+    import tuner
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('dashboard') / 'tuner.db'}"
+    spec = small_spec(
+        "dash-c2f", trials=10, sampler={"kind": "coarse-to-fine", "stages": 2, "top_k": 2, "seed": 0},
+        params={
+            "lr": {"type": "float", "low": 1e-3, "high": 1e3, "scale": "log"},
+            "momentum": {"type": "float", "low": 0.5, "high": 0.99, "scale": "one_minus_log"},
+            "batch_size": {"type": "int", "low": 64, "high": 256, "scale": "pow2"},
+            "layers": {"type": "int", "low": 1, "high": 2},
+        },
+        fixed={"optimizer": "sgd", "hidden_units": 32})
+    tuner.submit(spec, storage=url)
+    return url, spec["study"]

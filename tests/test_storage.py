@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import sqlalchemy as sa
+from pathlib import Path
+
 import pytest
+import sqlalchemy as sa
+from alembic.script import ScriptDirectory
 from optuna.storages._rdb import models as optuna_models
 
 from tuner import StorageError
-from tuner.storage import open_storage, redact
 from tuner.storage import _queries as q
-from tuner.storage._migrate import VERSION_TABLE
+from tuner.storage import open_storage, redact
+from tuner.storage._migrate import VERSION_TABLE, alembic_config
 
 
 def test_tables_and_own_alembic_version(storage_url: str) -> None:
@@ -20,7 +23,8 @@ def test_tables_and_own_alembic_version(storage_url: str) -> None:
     with st.engine.connect() as conn:
         ours = conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
         theirs = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
-    assert ours == "v0.1.0" and theirs != ours
+    assert ours == ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert theirs != ours
     open_storage(storage_url)  # second open: no migration, no error
 
 
@@ -60,3 +64,37 @@ def test_missing_sqlite_folder(tmp_path) -> None:
 
 def test_redact() -> None:
     assert redact("postgresql+psycopg://u:pw@h/db") == "postgresql+psycopg://u:***@h/db"
+
+
+def _open(url: str) -> None:
+    from tuner.storage import open_storage
+
+    open_storage(url).engine.dispose()
+
+
+def test_many_processes_create_a_new_database_at_once(tmp_path: Path) -> None:
+    """Two commands on a new database (a study starting while the dashboard opens it) race to
+    create the tables; the loser waits and finds them there instead of failing."""
+    import multiprocessing as mp
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    procs = [mp.get_context("spawn").Process(target=_open, args=(url,)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    errors: list[BaseException] = []
+
+    def in_thread() -> None:
+        try:
+            _open(url)
+        except BaseException as e:  # noqa: BLE001 - asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=in_thread) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for p in procs:
+        p.join(timeout=120)
+    assert not errors and [p.exitcode for p in procs] == [0, 0, 0], errors

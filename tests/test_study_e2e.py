@@ -211,4 +211,4 @@ def test_coarse_to_fine_study_on_two_workers(sqlite_url: str) -> None:
     plain = optuna.load_study(study_name=spec["study"], storage=sqlite_url)
     assert "c2f_box_1" in plain.user_attrs and plain.trials[0].user_attrs["stage"] == 0
     result = runner.invoke(app, ["best", spec["study"], "--format", "csv", "--storage", sqlite_url])
-    assert result.stdout.splitlines()[0].startswith("number,value,state,duration_s,stage,")
+    assert result.stdout.splitlines()[0].startswith("number,value,state,duration_s,epochs,stage,")

@@ -17,6 +17,7 @@ from tuner.training import (
     build_mlp,
     build_optimizer,
     build_scheduler,
+    fit_cnn,
     fit_mlp,
     resolve_trainable,
 )
@@ -114,7 +115,8 @@ def test_batch_norm_survives_a_leftover_batch_of_one():
 def test_linear_model_list_units_and_bf16_on_cpu():
     fit_mlp({"layers": 0}, context())
     fit_mlp({"hidden_units": [16, 8, 4], "activation": "prelu"}, context())
-    fit_mlp({"amp": "bf16", "activation": "tanh"}, context())  # amp is ignored on CPU
+    with pytest.warns(UserWarning, match="amp: bf16 is ignored on cpu"):
+        fit_mlp({"amp": "bf16", "activation": "tanh"}, context())
 
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
@@ -242,8 +244,9 @@ def user_module(tmp_path, monkeypatch):
 
 def test_resolve_builtin():
     assert resolve_trainable("builtin:mlp") is fit_mlp
-    with pytest.raises(TrainableError, match="builtin:mlp"):
-        resolve_trainable("builtin:cnn")
+    assert resolve_trainable("builtin:cnn") is fit_cnn
+    with pytest.raises(TrainableError, match="builtin:cnn, builtin:mlp"):
+        resolve_trainable("builtin:rnn")
 
 
 def test_resolve_user_function_from_working_directory(user_module):

@@ -17,18 +17,20 @@ from tuner._errors import (
     Diverged,
     SpecError,
     StorageError,
+    StudyCancelled,
     StudyExistsError,
     StudyNotFoundError,
     TrainableError,
     TunerError,
 )
 from tuner._study import StageInfo, Study, StudySummary, TrialRecord, list_studies, load_study
+from tuner._study_reads import TrialPage
 from tuner.spec import StudySpec, load_spec
 
 __all__ = [
     "submit", "resume", "load_study", "list_studies", "load_spec", "Study", "StudySummary",
-    "TrialRecord", "StageInfo", "StudySpec", "TrialContext", "TunerError", "SpecError", "StorageError",
-    "StudyNotFoundError", "StudyExistsError", "TrainableError", "Diverged",
+    "TrialRecord", "TrialPage", "StageInfo", "StudySpec", "TrialContext", "TunerError", "SpecError", "StorageError",
+    "StudyNotFoundError", "StudyExistsError", "StudyCancelled", "TrainableError", "Diverged",
 ]
 
 
@@ -45,16 +47,26 @@ def submit(
     spec: str | Path | Mapping[str, Any] | StudySpec, *, storage: str | None = None,
     address: str | None = None, name: str | None = None, trials: int | None = None,
     workers: int | None = None, sampler: str | None = None, seed: int | None = None,
-    epochs: int | None = None,
+    epochs: int | None = None, warm_start: str | None = None, warm_start_k: int = 5,
 ) -> Study:
-    """Run a study to completion and return it. Overrides win over the spec's values."""
+    """Run a study to completion and return it. Overrides win over the spec's values.
+
+    ``warm_start="other"`` runs study ``other``'s ``warm_start_k`` best complete configurations
+    (fitted to this spec's space; a ``UserWarning`` says what was dropped or clipped) first.
+    """
+    import warnings
+
+    from tuner._warm_start import plan_warm_start
     from tuner.execution import run_study
     from tuner.spec import check_runtime
 
     parsed = load_spec(spec, **{"study": name, "trials": trials, "resources.workers": workers,
                                 "sampler.kind": sampler, "sampler.seed": seed, "epochs": epochs})
     check_runtime(parsed)
-    run_study(parsed, storage, address=address)
+    plan = plan_warm_start(parsed, warm_start, storage, warm_start_k) if warm_start else None
+    if plan is not None and plan.summary(str(warm_start)):
+        warnings.warn(str(plan.summary(str(warm_start))), UserWarning, stacklevel=2)
+    run_study(parsed, storage, address=address, warm_start=plan.entries if plan else None)
     return load_study(parsed.study, storage)
 
 

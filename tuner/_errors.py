@@ -13,6 +13,7 @@ __all__ = [
     "StudyNotFoundError",
     "StudyExistsError",
     "TrainableError",
+    "StudyCancelled",
     "Diverged",
 ]
 
@@ -54,6 +55,10 @@ class TrainableError(TunerError):
     """The user's trainable could not be imported or broke its contract."""
 
     exit_code = 2
+
+
+class StudyCancelled(TunerError):
+    """``tuner cancel`` stopped the study; its running trials re-run on ``tuner resume``."""
 
 
 class Diverged(TunerError):

@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable
 
 from tuner._errors import StudyNotFoundError
+from tuner._study_reads import StudyReads
 from tuner.storage import Storage, open_storage, redact
 from tuner.storage import _queries as q
+from tuner.storage import _reads as reads
 
 if TYPE_CHECKING:
     import optuna
@@ -90,8 +92,13 @@ class StudySummary:
         }
 
 
-class Study:
-    """A stored study; obtain one with :func:`load_study`."""
+class Study(StudyReads):
+    """A stored study; obtain one with :func:`load_study`.
+
+    Besides the methods below it has the whole-study reads of :class:`StudyReads`
+    (``trial``, ``trial_page``, ``best_so_far``, ``progress``, ``param_table``, ``curves``,
+    ``stage_counts``): paged, sampled or aggregated in SQL for studies of any size.
+    """
 
     def __init__(self, storage: Storage, study_id: int, name: str, direction: str) -> None:
         self._storage = storage
@@ -157,18 +164,20 @@ class Study:
         raw = q.study_spec_json(self._storage.engine, self._id)
         return None if raw is None else parse_spec(raw)
 
-    def stages(self) -> list[StageInfo]:
+    def stages(self, *, trials: bool = True) -> list[StageInfo]:
         """Coarse-to-fine stages: each stage's box and its trial numbers (empty for other samplers).
 
         ``box`` is in values (lr 1e-3..1e-2, beta 0.99..0.999); ``scale_box`` in each
         parameter's sampling coordinate (log10 lr, log10(1-beta), log2 batch size).
+        ``trials=False`` skips the trial numbers (each ``StageInfo.trials`` is empty): the boxes
+        alone are two small reads, the numbers one row per trial.
         """
         from tuner.samplers._coarse_to_fine import BOX_ATTR
         from tuner.spec import CategoricalParam, from_internal
 
         spec = self.spec
         attrs = self._storage.optuna.get_study_user_attrs(self._id)
-        numbers = q.stage_numbers(self._storage.engine, self._id)
+        numbers = q.stage_numbers(self._storage.engine, self._id) if trials else {}
         out = []
         for stage in sorted(set(numbers) | {int(k.rsplit("_", 1)[1]) for k in attrs
                                             if k.startswith(BOX_ATTR.split("{")[0])}):
@@ -225,19 +234,19 @@ def load_study(name: str, storage: str | None = None) -> Study:
 
 
 def list_studies(storage: str | None = None) -> list[StudySummary]:
-    """Every study in ``storage`` with counts by state and best value (two aggregate queries)."""
+    """Every study in ``storage`` with counts by state and best value (two aggregate queries,
+    however many studies: counts, times and min/max value come from one GROUP BY)."""
     st = open_storage(storage)
     rows = q.study_rows(st.engine)
-    counts = q.state_counts(st.engine)
+    overview = reads.study_overview(st.engine)
     out = []
     for row in rows:
-        c = counts.get(row["study_id"], {})
+        c = overview.get(row["study_id"], {})
         maximize = (row["direction"] or "").upper() == "MAXIMIZE"
-        best = q.best_trial_rows(st.engine, row["study_id"], maximize, 1)
         out.append(StudySummary(
             name=row["study_name"], direction=(row["direction"] or "minimize").lower(),
             counts={s: int(c.get(s, 0)) for s in q.STATES},
-            best_value=best[0]["value"] if best else None, started=c.get("started"),
+            best_value=c.get("max_value" if maximize else "min_value"), started=c.get("started"),
             last=c.get("last"), created_at=row["created_at"],
         ))
     return out

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Callable, Optional, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 import tuner
 from tuner._errors import TunerError
@@ -57,7 +58,8 @@ def _guard(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except TunerError as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        # escaped: a message may hold brackets (pip install 'tuner[dashboard]') that are not markup
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt:
         err.print("interrupted: running trials were marked FAIL (interrupted) and will re-run on "
@@ -76,6 +78,12 @@ def submit(
     seed: Annotated[Optional[int], typer.Option(help="Sampler seed.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs per trial.")] = None,
     address: Annotated[Optional[str], typer.Option(help="Ray cluster (auto, ray://host:10001).")] = None,
+    warm_start: Annotated[Optional[str], typer.Option(
+        "--warm-start", help="Run this stored study's best configurations first.")] = None,
+    warm_start_k: Annotated[int, typer.Option(
+        "--warm-start-k", min=1, help="How many of its best configurations.")] = 5,
+    detach: Annotated[bool, typer.Option(
+        "--detach", help="Submit as a Ray job and return its id at once (see `tuner cancel`).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Run a study to completion (local Ray by default), then print the best trials."""
@@ -87,10 +95,24 @@ def submit(
             "study": name, "trials": trials, "resources.workers": workers, "sampler.kind": sampler,
             "sampler.seed": seed, "epochs": epochs})
         check_runtime(parsed)
+        plan = None
+        if warm_start is not None:
+            from tuner._warm_start import plan_warm_start
+
+            if detach:
+                raise tuner.SpecError("--warm-start", "does not work with --detach yet; run the "
+                                      "study in the foreground, or drop --warm-start")
+            plan = plan_warm_start(parsed, warm_start, storage, warm_start_k)
+            if plan.summary(warm_start):
+                err.print(f"warning: {plan.summary(warm_start)}", highlight=False, soft_wrap=True)
+        if detach:
+            _detach(parsed, storage, address)
+            return
         with StudyProgress(err, parsed.study, enabled=not quiet) as bar:
             ensure_ray(address)
             _interrupt_on_term()
-            final = run_study(parsed, storage, address=address, on_progress=bar.update)
+            final = run_study(parsed, storage, address=address, on_progress=bar.update,
+                              warm_start=plan.entries if plan else None)
         _finish(parsed.study, storage, final)
     _guard(body)
 
@@ -101,6 +123,7 @@ def resume(
     storage: StorageOpt = None,
     trials: Annotated[Optional[int], typer.Option(help="New total trial count.")] = None,
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address.")] = None,
+    detach: Annotated[bool, typer.Option("--detach", help="Resume as a Ray job.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Continue a stored study to its trial count; trials interrupted by a crash run again."""
@@ -110,6 +133,9 @@ def resume(
         spec = tuner.load_study(study, storage).spec
         if spec is None:
             raise TunerError(f"study '{study}' was not created by tuner; there is no spec to resume")
+        if detach:
+            _detach(spec, storage, address, resume=True, trials=trials)
+            return
         with StudyProgress(err, study, enabled=not quiet) as bar:
             ensure_ray(address)
             _interrupt_on_term()
@@ -117,6 +143,22 @@ def resume(
                               on_progress=bar.update)
         _finish(study, storage, final)
     _guard(body)
+
+
+def _detach(spec: Any, storage: str | None, address: str | None, *, resume: bool = False,
+            trials: int | None = None) -> None:
+    from tuner.execution._jobs import submit_detached
+    from tuner.storage import resolve_url
+
+    job = submit_detached(spec, resolve_url(storage), address, resume=resume, trials=trials)
+    out.print(job.job_id, highlight=False)
+    if not job.storage_shipped:
+        err.print("note: the database URL holds a password, so it was not sent with the job; the "
+                  "job uses the cluster's $TUNER_STORAGE (see deploy/README.md)")
+    where = f" --address {address}" if address else ""
+    err.print(f"submitted study '{job.study}' as Ray job {job.job_id} at {job.address}; "
+              f"watch: `tuner status{where}`, logs: `tuner logs {job.study}`, "
+              f"stop: `tuner cancel {job.study}`", highlight=False, soft_wrap=True)
 
 
 def _finish(study: str, storage: str | None, final: dict[str, Any]) -> None:
@@ -144,14 +186,67 @@ def validate(spec: Annotated[Path, typer.Argument(help="Study spec (YAML).")]) -
 
 
 @app.command()
-def status(storage: StorageOpt = None, format: Annotated[Fmt, typer.Option("--format")] = Fmt.table) -> None:
-    """Every study: state, counts by trial state, best value."""
+def status(
+    storage: StorageOpt = None, format: Annotated[Fmt, typer.Option("--format")] = Fmt.table,
+    address: Annotated[Optional[str], typer.Option(
+        help="Also list the studies submitted to this Ray cluster with --detach.")] = None,
+) -> None:
+    """Every study: state, counts by trial state, best value (and its Ray job, if detached)."""
     def body() -> None:
+        from tuner.execution._control import control_by_study
+        from tuner.storage import open_storage
+
         rows = [s.to_dict() for s in tuner.list_studies(storage)]
+        control = control_by_study(open_storage(storage))
+        jobs = {}
+        if address is not None:
+            from tuner.execution._jobs import tuner_jobs
+
+            for j in reversed(tuner_jobs(address)):  # newest last: it wins
+                jobs[j["study"]] = j
+        for row in rows:
+            c = control.get(row["name"], {})
+            if c.get("cancel_requested") and row["state"] != "running":
+                row["state"] = "cancelled"
+            job = jobs.pop(row["name"], None)
+            job_id = (job or {}).get("job_id") or c.get("job", {}).get("id")
+            if job_id or jobs or address:
+                row["job"] = job_id
+                row["job_status"] = (job or {}).get("status")
+        for j in jobs.values():  # submitted, not started yet (or failed before it could start)
+            rows.append({"name": j["study"], "state": j["status"].lower(), "job": j["job_id"],
+                         "job_status": j["status"], "message": j["message"]})
         if not rows and format == Fmt.table:
             out.print("no studies yet; run `tuner submit SPEC`")
             return
         render_rows(out, rows, format.value, "studies")
+    _guard(body)
+
+
+@app.command()
+def cancel(
+    study: Annotated[str, typer.Argument(help="Study name.")], storage: StorageOpt = None,
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster of a detached study.")] = None,
+) -> None:
+    """Stop a study (foreground or --detach): running trials re-run on `tuner resume`."""
+    def body() -> None:
+        from tuner.execution._jobs import cancel_study
+
+        for line in cancel_study(study, storage, address):
+            err.print(line, highlight=False)
+    _guard(body)
+
+
+@app.command()
+def logs(
+    study: Annotated[str, typer.Argument(help="Study name.")], storage: StorageOpt = None,
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster of the detached study.")] = None,
+) -> None:
+    """The driver log of a study submitted with --detach."""
+    def body() -> None:
+        from tuner.execution._jobs import job_logs
+
+        print(job_logs(study, storage, address), end="")
     _guard(body)
 
 
@@ -196,6 +291,21 @@ def spaces() -> None:
                          "params": ", ".join(s.params), "trials": s.trials})
         render_rows(out, rows, "table", "shipped search spaces")
     _guard(body)
+
+
+@app.command()
+def dashboard(
+    storage: StorageOpt = None,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to serve on.")] = 8501,
+    host: Annotated[str, typer.Option(
+        help="Address to bind; 0.0.0.0 exposes the dashboard to the network.")] = "127.0.0.1",
+) -> None:
+    """Watch studies live in the browser (Streamlit): read-only, until Ctrl-C."""
+    from tuner.cli._dashboard import run_dashboard
+
+    code = _guard(lambda: run_dashboard(storage, host=host, port=port))
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

@@ -34,18 +34,19 @@ def render_trials(console: Console, records: Sequence[Any], fmt: str, title: str
         names += [n for n in d["params"] if n not in names]
     staged = any(d.get("stage") is not None for d in dicts)
     flat = [{"number": d["number"], "value": d["value"], "state": d["state"],
-             "duration_s": d["duration_s"], **({"stage": d["stage"]} if staged else {}),
+             "duration_s": d["duration_s"], "epochs": d.get("epochs_run"),
+             **({"stage": d["stage"]} if staged else {}),
              **{n: d["params"].get(n) for n in names},
              "reason": d["reason"], "host": d["host"], "device": d["device"]} for d in dicts]
     render_rows(console, flat, fmt, title)
 
 
 def render_rows(console: Console, rows: Sequence[dict[str, Any]], fmt: str, title: str) -> None:
-    """Flat dicts as a table, JSON list or CSV (columns from the first row)."""
+    """Flat dicts as a table, JSON list or CSV (columns: every key, in first-seen order)."""
     if fmt == "json":
         print(json.dumps(list(rows), default=str, indent=2))
         return
-    columns = list(rows[0]) if rows else []
+    columns = list(dict.fromkeys(k for r in rows for k in r))
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=columns)
@@ -57,5 +58,5 @@ def render_rows(console: Console, rows: Sequence[dict[str, Any]], fmt: str, titl
     for c in columns:
         table.add_column(c, justify="right" if c in ("number", "value", "duration_s") else "left")
     for r in rows:
-        table.add_row(*(_fmt(r[c]) for c in columns))
+        table.add_row(*(_fmt(r.get(c)) for c in columns))
     console.print(table)

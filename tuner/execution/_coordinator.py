@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner._errors import StudyExistsError, StudyNotFoundError
+from tuner.execution._control import cancel_requested, clear_cancel, record_job
 from tuner.execution._writer import WriteBehind
 from tuner.samplers import CoarseToFineSampler, create_pruner, create_sampler, grid_size
 from tuner.spec import StudySpec, parse_spec, to_distribution
@@ -34,8 +35,11 @@ from tuner.storage._queries import trial_ids
 
 __all__ = ["Coordinator", "Assignment", "TrialResult", "INFRA_REASONS"]
 
-INFRA_REASONS = frozenset({"worker_lost", "interrupted"})
+INFRA_REASONS = frozenset({"worker_lost", "interrupted", "cancelled"})
 """Failure reasons that do not use budget: the trial is re-queued with the same params."""
+MAX_LOSSES = 3
+"""A configuration whose worker died this many times is failed for good (``crashed``), not
+re-queued: a trial that kills its process (host out of memory, a segfault) would loop forever."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,8 @@ class TrialResult:
     host: str | None = None
     device: str | None = None
     worker: str | None = None
+    node: str | None = None  # the Ray node id: hosts can share a name (containers, test clusters)
+    gpu_ids: list[str] = field(default_factory=list)  # what Ray assigned (CUDA_VISIBLE_DEVICES)
     reported: bool = False  # True when the curve already went through report()
 
 
@@ -72,7 +78,8 @@ class Coordinator:
 
     def __init__(
         self, spec_json: dict[str, Any], storage_url: str, *, resume: bool = False,
-        trials: int | None = None,
+        trials: int | None = None, job: dict[str, Any] | None = None,
+        cancel_poll_s: float = 1.0, warm_start: list[dict[str, Any]] | None = None,
     ) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self._spec: StudySpec = parse_spec(spec_json)
@@ -92,6 +99,8 @@ class Coordinator:
         self._lock = threading.RLock()
         self._running: dict[int, _Running] = {}
         self._stopping = False
+        self._cancelled = False
+        self._losses: dict[str, int] = {}
         self._started_at = time.time()
         self._counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0, "requeued": 0}
         target = trials if trials is not None else self._spec.trials
@@ -105,8 +114,19 @@ class Coordinator:
             self._study_attrs = dict(self._storage.optuna.get_study_user_attrs(study_id))
             for key, value in self._study_attrs.items():
                 self._mem.set_user_attr(key, value)
+        if resume:
+            clear_cancel(self._storage, study_id)
+        if job is not None:
+            record_job(self._storage, study_id, job["id"], job.get("address"))
         self._writer = WriteBehind(self._storage, study_id)
         self._load_history(history, trial_ids(self._storage.engine, study_id) if history else {})
+        if not resume:  # a new study runs the donor's configurations first (tuner._warm_start)
+            for entry in warm_start or []:
+                self._enqueue(entry["params"], {"warm_start_from": entry["source"]})
+        self._closed = threading.Event()
+        self._watcher = threading.Thread(target=self._watch_cancel, args=(cancel_poll_s,),
+                                         name="tuner-cancel-watch", daemon=True)
+        self._watcher.start()
 
     # --- protocol ----------------------------------------------------------------------------
     def next_trial(self, worker: str, result: TrialResult | None = None) -> Assignment | None:
@@ -135,6 +155,8 @@ class Coordinator:
             if run is None:
                 return True  # the trial was failed meanwhile (e.g. interrupted): stop it
             run.trial.report(value, epoch)
+            if epoch >= self._spec.epochs:
+                return False  # its training is done: pruning now would only discard its value
             return bool(run.trial.should_prune())
 
     def worker_lost(self, worker: str, why: str = "worker_lost") -> int | None:
@@ -155,6 +177,7 @@ class Coordinator:
 
     def close(self) -> dict[str, Any]:
         """Flush every pending write; returns the final progress."""
+        self._closed.set()
         self._writer.close()
         return self.progress()
 
@@ -174,9 +197,23 @@ class Coordinator:
                 "best_number": None if best is None else best.number,
                 "pending_writes": self._writer.pending,
                 "done": self._stopping or (self._used() >= self._target and not self._running),
+                "cancelled": self._cancelled,
             }
 
     # --- internals ------------------------------------------------------------------------------
+    def _watch_cancel(self, every_s: float) -> None:
+        """``tuner cancel`` writes a request into the database; notice it within ``every_s``."""
+        while not self._closed.wait(every_s):
+            try:
+                wanted = cancel_requested(self._storage, self._study_id)
+            except Exception:  # noqa: BLE001 - the database may be down; the writer retries, so do we
+                continue
+            if wanted:
+                with self._lock:
+                    self._cancelled = True
+                self.stop("cancelled")
+                return
+
     def _sync_study_attrs(self) -> None:
         """Persist new study user attributes (coarse-to-fine boxes) behind, like trials."""
         for key, value in self._mem.user_attrs.items():
@@ -215,6 +252,10 @@ class Coordinator:
             trial.set_user_attr("reason", result.reason)
         for key, value in result.metrics.items():
             trial.set_user_attr(key, value)
+        if result.node:
+            trial.set_user_attr("ray_node", result.node)
+        if result.gpu_ids:
+            trial.set_user_attr("gpu_ids", list(result.gpu_ids))
         state = TrialState[result.state]
         if state == TrialState.COMPLETE:
             self._mem.tell(trial, result.value)
@@ -228,16 +269,30 @@ class Coordinator:
 
     def _fail_and_requeue(self, number: int, reason: str) -> None:
         run = self._running.pop(number)
+        params = dict(run.trial.params)
+        key = json.dumps(params, sort_keys=True, default=str)
+        if reason == "worker_lost":
+            self._losses[key] = self._losses.get(key, 0) + 1
+        crashed = self._losses.get(key, 0) >= MAX_LOSSES and reason == "worker_lost"
+        if crashed:  # the params themselves kill the process (host OOM, segfault): stop retrying
+            reason = f"crashed: its worker died {MAX_LOSSES} times on these params"
         run.trial.set_user_attr("reason", reason)
         self._mem.tell(run.trial, state=TrialState.FAIL)
         self._writer.finish(self._frozen(number), reason=reason, host=None, device=None,
                             worker=run.worker, curve=[])
-        self._requeue(dict(run.trial.params))
+        if crashed:
+            self._counts["FAIL"] += 1
+        else:
+            self._requeue(params)
 
     def _requeue(self, params: dict[str, Any]) -> None:
-        self._mem.enqueue_trial(params, skip_if_exists=False)
-        self._writer.create(self._frozen(self._mem_storage.get_n_trials(self._mem_sid) - 1))
+        self._enqueue(params)
         self._counts["requeued"] += 1
+
+    def _enqueue(self, params: dict[str, Any], user_attrs: dict[str, Any] | None = None) -> None:
+        """Queue a trial with fixed ``params`` (Optuna's enqueue, so any sampler honours it)."""
+        self._mem.enqueue_trial(params, user_attrs=user_attrs, skip_if_exists=False)
+        self._writer.create(self._frozen(self._mem_storage.get_n_trials(self._mem_sid) - 1))
 
     def _open_study(self, resume: bool) -> tuple[int, list[FrozenTrial]]:
         rdb, name = self._storage.optuna, self._spec.study

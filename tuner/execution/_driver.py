@@ -12,8 +12,15 @@ from typing import Any, Callable
 
 import ray
 from ray.exceptions import RayActorError, RayTaskError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from tuner._errors import StudyExistsError, StudyNotFoundError, TunerError
+from tuner._errors import (
+    SpecError,
+    StudyCancelled,
+    StudyExistsError,
+    StudyNotFoundError,
+    TunerError,
+)
 from tuner.execution._coordinator import Coordinator
 from tuner.execution._pool import return_workers, take_workers
 from tuner.execution._worker import TrialWorker
@@ -36,11 +43,17 @@ def absolute_url(url: str) -> str:
 
 
 def ensure_ray(address: str | None = None) -> None:
-    """Join ``address`` (``auto``, ``ray://host:10001``) or start a local Ray on demand."""
+    """Join ``address`` (``auto``, ``ray://host:10001``) or start a local Ray on demand.
+
+    With no address (and no ``$RAY_ADDRESS``) a *new* local Ray starts, even when some other
+    process runs a cluster on this machine (``ray.init()`` alone would join that one): the
+    embedded default must not borrow a stranger's resources. ``--address auto`` joins it.
+    """
     if ray.is_initialized():
         return
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
-    if address is None:
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        address = "local"
         kwargs["include_dashboard"] = False
     try:
         ray.init(address=address, **kwargs)
@@ -51,17 +64,26 @@ def ensure_ray(address: str | None = None) -> None:
 def run_study(
     spec: StudySpec, storage: str | None = None, *, address: str | None = None,
     resume: bool = False, trials: int | None = None, on_progress: ProgressFn | None = None,
-    poll_s: float = 0.2,
+    poll_s: float = 0.2, job: dict[str, Any] | None = None,
+    warm_start: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Run ``spec`` to its trial count; returns the coordinator's final progress dict."""
+    """Run ``spec`` to its trial count; returns the coordinator's final progress dict.
+
+    ``job`` (``{"id", "address"}``) is recorded on the study when a Ray job runs it (``--detach``).
+    Raises :class:`StudyCancelled` when ``tuner cancel`` stops the study meanwhile.
+    """
     url = absolute_url(resolve_url(storage))
     _check_study_name(spec.study, url, resume)
     ensure_ray(address)
+    _check_fits(spec, strict=address is None)
     spec_json = spec.to_json_dict()
     n_workers = spec.resources.workers
+    # Beside the driver (the head node for jobs and Ray Client): a GPU node that goes away must
+    # not take the study's only copy of its in-memory state with it.
     coord = ray.remote(Coordinator).options(
         num_cpus=0, max_concurrency=2 * n_workers + 8, max_restarts=0,
-    ).remote(spec_json, url, resume=resume, trials=trials)
+        scheduling_strategy=_near_driver(),
+    ).remote(spec_json, url, resume=resume, trials=trials, job=job, warm_start=warm_start)
     res = spec.resources
     worker_cls = ray.remote(TrialWorker).options(
         num_cpus=res.cpus_per_trial, num_gpus=res.gpus_per_trial, max_restarts=0, max_task_retries=0,
@@ -111,8 +133,14 @@ def run_study(
                         raise TunerError(f"workers die before running any trial: {_first_line(e)}") from None
                     if not ray.get(coord.progress.remote())["done"]:
                         spawn()
+            progress = ray.get(coord.progress.remote())
             if on_progress is not None:
-                on_progress(ray.get(coord.progress.remote()))
+                on_progress(progress)
+            if progress["cancelled"]:  # running trials were failed and re-queued; stop them now
+                raise StudyCancelled(
+                    f"study '{spec.study}' was cancelled: {progress['complete']} complete, "
+                    f"{progress['pruned']} pruned, {progress['failed']} failed; "
+                    f"continue it with `tuner resume {spec.study}`")
     except BaseException:
         _abort(coord, [a for _, a in runs.values()] + survivors)
         raise
@@ -122,6 +150,31 @@ def run_study(
     if on_progress is not None:
         on_progress(final)
     return final
+
+
+def _near_driver() -> Any:
+    try:
+        return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    except Exception:  # noqa: BLE001 - no node id (some Ray Client setups): Ray's default then
+        return "DEFAULT"
+
+
+def _check_fits(spec: StudySpec, strict: bool) -> None:
+    """A trial no node can hold would wait forever. On a cluster an autoscaler may add such a
+    node, so that is only a warning there; on this machine it is an error that says the fix."""
+    res = spec.resources
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    for key, want, field in (("CPU", res.cpus_per_trial, "cpus_per_trial"),
+                             ("GPU", res.gpus_per_trial, "gpus_per_trial")):
+        most = max((n.get(key, 0.0) for n in nodes), default=0.0)
+        if want <= most:
+            continue
+        msg = (f"{want:g} {key}s per trial, but the largest Ray node has {most:g}; "
+               + ("set 0 to train on the CPU, or run on a GPU cluster with --address"
+                  if key == "GPU" else f"lower resources.{field} to at most {most:g}"))
+        if strict:
+            raise SpecError(f"resources.{field}", msg)
+        _log.warning("%s (waiting for the autoscaler to add such a node)", msg)
 
 
 def _abort(coord: Any, workers: list[Any]) -> None:

@@ -44,10 +44,20 @@ def run_trial(fn: Callable[[dict[str, Any], TrialContext], Any], config: dict[st
         result.reason = "oom"
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+    except MemoryError:
+        result.reason = "oom"
     except Exception as e:  # noqa: BLE001 - user code may raise anything; the study goes on
-        _log.warning("trial %d raised:\n%s", ctx.trial_number, traceback.format_exc())
-        result.reason = f"error: {type(e).__name__}: {e}"[:250]
+        if _host_oom(e):
+            result.reason = "oom"
+        else:
+            _log.warning("trial %d raised:\n%s", ctx.trial_number, traceback.format_exc())
+            result.reason = f"error: {type(e).__name__}: {e}"[:250]
     return result
+
+
+def _host_oom(e: BaseException) -> bool:
+    """torch's CPU allocator reports a failed allocation as a plain RuntimeError."""
+    return isinstance(e, RuntimeError) and "DefaultCPUAllocator: can't allocate memory" in str(e)
 
 
 def _objective(out: Any, ctx: TrialContext) -> tuple[float, dict[str, float]]:

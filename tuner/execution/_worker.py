@@ -44,6 +44,12 @@ class TrialWorker:
             if use_gpu else "cpu"
         )
         self._host = socket.gethostname()
+        self._node: str | None = None
+        self._gpu_ids: list[str] = []
+        if ray.is_initialized():  # inside an actor; plain-Python use (tests, benchmarks) has none
+            rc = ray.get_runtime_context()
+            self._node = rc.get_node_id()
+            self._gpu_ids = [str(g) for g in rc.get_accelerator_ids().get("GPU", [])]
         # The first torch.optim optimizer of a process imports torch._dynamo (seconds); pay it
         # here, while the coordinator starts, not inside the first trial's measured duration.
         torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
@@ -89,5 +95,6 @@ class TrialWorker:
         )
         result = run_trial(self._fn, {**spec.fixed, **a.params}, ctx)
         result.host, result.device, result.worker = self._host, self._device_name, worker_id
+        result.node, result.gpu_ids = self._node, self._gpu_ids
         result.reported = hook is not None
         return result

@@ -229,6 +229,13 @@ class WriteBehind:
             conn.execute(sa.insert(q.optuna_user_attrs), [
                 {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)}
                 for k, v in t.user_attrs.items()])
+        if t.system_attrs:  # e.g. successive halving's rung values: a resume needs them
+            conn.execute(sa.delete(q.optuna_system_attrs).where(
+                q.optuna_system_attrs.c.trial_id == trial_id,
+                q.optuna_system_attrs.c.key.in_(list(t.system_attrs))))
+            conn.execute(sa.insert(q.optuna_system_attrs), [
+                {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)}
+                for k, v in t.system_attrs.items()])
         if t.state == TrialState.COMPLETE and t.values:
             conn.execute(sa.insert(q.optuna_values), [
                 {"trial_id": trial_id, "objective": i, **_typed(v, "value")}

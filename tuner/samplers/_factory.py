@@ -1,13 +1,13 @@
-"""Names in a spec -> Optuna sampler and pruner objects (the only place that maps them)."""
+"""Names in a spec -> Optuna sampler objects (the only place that maps them; pruners: ``tuner.pruners``)."""
 
 from __future__ import annotations
 
 import math
 
 import optuna
-from optuna.pruners import BasePruner
 from optuna.samplers import BaseSampler
 
+from tuner.pruners import create_pruner  # re-exported: it used to live here
 from tuner.samplers._coarse_to_fine import CoarseToFineSampler
 from tuner.samplers._random import ScaledRandomSampler
 from tuner.spec import StudySpec, grid_values
@@ -56,15 +56,3 @@ def grid_search_space(spec: StudySpec) -> dict[str, list[object]]:
 def grid_size(spec: StudySpec) -> int:
     """Number of distinct configurations in the spec's grid."""
     return math.prod(len(v) for v in grid_search_space(spec).values())
-
-
-def create_pruner(spec: StudySpec) -> BasePruner:
-    """The pruner a spec asks for; ``none`` is Optuna's ``NopPruner``."""
-    p = spec.pruner
-    if p.kind == "median":
-        return optuna.pruners.MedianPruner(
-            n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps
-        )
-    return optuna.pruners.NopPruner()
-
-

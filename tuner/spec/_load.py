@@ -74,7 +74,7 @@ def check_runtime(spec: StudySpec) -> None:
     Built-in trainables are checked by name, without importing torch (seconds the CLI would
     otherwise spend before Ray even starts); a user's trainable is imported.
     """
-    from tuner.training._checks import BUILTIN_NAMES, MLP_PARAM_KEYS, check_dataset_spec
+    from tuner.training._checks import BUILTIN_NAMES, check_builtin_spec, check_dataset_spec
 
     if spec.trainable.startswith("builtin:"):
         name = spec.trainable.split(":", 1)[1]
@@ -88,12 +88,10 @@ def check_runtime(spec: StudySpec) -> None:
             resolve_trainable(spec.trainable)
         except TunerError as e:
             raise SpecError("trainable", str(e)) from None
-    if spec.trainable == "builtin:mlp":
-        for section, names in (("params", spec.params), ("fixed", spec.fixed)):
-            for name in names:
-                if name not in MLP_PARAM_KEYS:
-                    raise SpecError(f"{section}.{name}", f"builtin:mlp has no parameter {name!r}; "
-                                    f"use one of {', '.join(sorted(MLP_PARAM_KEYS))}")
+    if spec.trainable.startswith("builtin:"):
+        check_builtin_spec(spec.trainable.split(":", 1)[1], dict(spec.params), dict(spec.fixed),
+                           spec.dataset.model_dump() if spec.dataset else None,
+                           spec.resources.gpus_per_trial)
     if spec.dataset is not None:
         check_dataset_spec(spec.dataset.model_dump())
 
@@ -123,7 +121,7 @@ def _explain(err: Mapping[str, Any]) -> tuple[str, str]:
     if kind == "value_error":
         msg = msg.removeprefix("Value error, ")
         head, sep, rest = msg.partition(": ")
-        if not loc and sep and head in StudySpec.model_fields:
+        if not loc and sep and head.split(".")[0] in StudySpec.model_fields:
             return head, rest
     path = _strip_tags(loc)
     field = ".".join(path) or "spec"

@@ -7,7 +7,7 @@ would cost someone a night of GPU time.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 SAMPLER_KINDS = ("random", "grid", "tpe", "coarse-to-fine")
-PRUNER_KINDS = ("none", "median")
+PRUNER_KINDS = ("none", "median", "percentile", "successive_halving", "asha", "hyperband")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
 
@@ -47,6 +47,9 @@ class DatasetSpec(_Strict):
     n_classes: int = Field(default=2, ge=2)
     n_informative: int = Field(default=10, ge=1)
     noise: float = Field(default=0.1, ge=0)
+    image_shape: list[Annotated[int, Field(ge=1)]] | None = Field(
+        default=None, min_length=3, max_length=3,
+        description="[channels, height, width] of each row, for builtin:cnn (digits: [1, 8, 8])")
 
 
 class ObjectiveSpec(_Strict):
@@ -73,10 +76,35 @@ class SamplerSpec(_Strict):
         return v
 
 
+_PRUNER_FIELDS: dict[str, tuple[str, ...]] = {
+    "percentile": ("percentile",),
+    "interval_steps": ("median", "percentile"),
+    "min_resource": ("successive_halving", "asha", "hyperband"),
+    "reduction_factor": ("successive_halving", "asha", "hyperband"),
+    "bootstrap_count": ("successive_halving", "asha", "hyperband"),
+    "min_early_stopping_rate": ("successive_halving", "asha"),
+    "max_resource": ("hyperband",),
+}
+"""Kind-specific pruner fields (None = the kind's default) and the kinds that read them."""
+
+
 class PrunerSpec(_Strict):
+    """When to stop a trial early, from its per-epoch objective values (steps are epochs, from 1).
+
+    ``successive_halving`` and ``asha`` are the same pruner: Optuna's successive halving is the
+    asynchronous variant (a trial is judged when it reaches a rung, without waiting for others).
+    """
+
     kind: str = "none"
-    n_startup_trials: int = Field(default=5, ge=0)
-    n_warmup_steps: int = Field(default=2, ge=0)
+    n_startup_trials: int = Field(default=5, ge=0, description="median/percentile: complete trials before any pruning")
+    n_warmup_steps: int = Field(default=2, ge=0, description="median/percentile: epochs before a trial can be pruned")
+    interval_steps: int | None = Field(default=None, ge=1, description="median/percentile: epochs between checks (1)")
+    percentile: float | None = Field(default=None, ge=0, le=100, description="percentile: keep trials in the best percentile (25)")
+    min_resource: int | None = Field(default=None, ge=1, description="successive_halving/asha/hyperband: epochs before the first rung (1)")
+    reduction_factor: int | None = Field(default=None, ge=2, description="successive_halving/asha/hyperband: 1 in reduction_factor goes on at each rung (3)")
+    min_early_stopping_rate: int | None = Field(default=None, ge=0, description="successive_halving/asha: first rung at min_resource * reduction_factor**rate (0)")
+    bootstrap_count: int | None = Field(default=None, ge=0, description="successive_halving/asha/hyperband: trials a rung needs before promoting (0)")
+    max_resource: int | None = Field(default=None, ge=1, description="hyperband: most epochs a trial gets (default: epochs)")
 
     @field_validator("kind")
     @classmethod
@@ -84,6 +112,38 @@ class PrunerSpec(_Strict):
         if v not in PRUNER_KINDS:
             raise ValueError(f"unknown pruner '{v}'; use one of: {', '.join(PRUNER_KINDS)}")
         return v
+
+    def check(self, epochs: int) -> None:
+        """Raise ``ValueError("pruner.<field>: ...")`` for settings that cannot work with ``epochs``.
+
+        A pruner that could only act at the last epoch saves nothing (and tuner never prunes at
+        the last epoch: that trial's work is done), so such settings are errors, not no-ops.
+        """
+        for name, kinds in _PRUNER_FIELDS.items():
+            if getattr(self, name) is not None and self.kind not in kinds:
+                raise ValueError(f"pruner.{name}: is not used by kind {self.kind}; remove it or use "
+                                 f"kind: {' / '.join(kinds)}")
+        if self.kind in ("median", "percentile") and self.n_warmup_steps >= epochs:
+            raise ValueError(
+                f"pruner.n_warmup_steps: {self.n_warmup_steps} >= epochs={epochs}, so no trial could "
+                f"be pruned before its last epoch; use n_warmup_steps < {epochs}")
+        rate = self.min_early_stopping_rate or 0
+        r, eta = self.min_resource or 1, self.reduction_factor or 3
+        if self.kind in ("successive_halving", "asha") and r * eta**rate >= epochs:
+            raise ValueError(
+                f"pruner.min_resource: the first rung is at epoch min_resource x reduction_factor"
+                f"^min_early_stopping_rate = {r * eta**rate} >= epochs={epochs}, so no trial could "
+                "be pruned before its last epoch; lower min_resource or min_early_stopping_rate")
+        if self.kind == "hyperband":
+            big_r = self.max_resource if self.max_resource is not None else epochs
+            if big_r > epochs:
+                raise ValueError(
+                    f"pruner.max_resource: {big_r} > epochs={epochs}, but no trial trains past "
+                    f"epochs; use max_resource <= {epochs} or leave it out (it defaults to epochs)")
+            if r >= big_r:
+                raise ValueError(
+                    f"pruner.min_resource: {r} >= max_resource={big_r}, so hyperband has nothing to "
+                    f"halve; use min_resource < {big_r}")
 
 
 class ResourcesSpec(_Strict):
@@ -129,6 +189,7 @@ class StudySpec(_Strict):
         if ps is not None and self.sampler.stages is not None and self.sampler.stages != len(ps):
             raise ValueError(f"sampler: stages={self.sampler.stages} but trials_per_stage has "
                              f"{len(ps)} entries; drop stages")
+        self.pruner.check(self.epochs)
         overlap = sorted(set(self.params) & set(self.fixed))
         if overlap:
             raise ValueError(

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import optuna
 import sqlalchemy as sa
@@ -64,7 +66,7 @@ def open_storage(url: str | None = None, *, upgrade: bool = True) -> Storage:
         engine_kwargs["pool_pre_ping"] = True
         engine_kwargs["pool_recycle"] = 1800
     try:
-        rdb = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        rdb = _creating_race_safe(lambda: optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs))
     except ModuleNotFoundError as e:
         raise StorageError(
             f"no driver for '{redact(url)}' ({e.name} is not installed); "
@@ -82,8 +84,30 @@ def open_storage(url: str | None = None, *, upgrade: bool = True) -> Storage:
     if upgrade:
         from tuner.storage._migrate import upgrade_schema
 
-        upgrade_schema(engine)
+        _creating_race_safe(lambda: upgrade_schema(engine))
     return Storage(url=url, optuna=rdb, engine=engine)
+
+
+T = TypeVar("T")
+_RACE_MARKERS = ("already exists", "duplicate key", "UniqueViolation", "UNIQUE constraint failed",
+                 "database is locked")
+_CREATING = threading.Lock()  # Alembic's context is process-global: one creator per process
+
+
+def _creating_race_safe(create: Callable[[], T], attempts: int = 8) -> T:
+    """Run a schema-creating step; if another process created the same tables meanwhile (two
+    `tuner` commands on a new database, a study starting while the dashboard opens it), the
+    loser's CREATE fails: wait and run it again, when it finds the tables there."""
+    for attempt in range(attempts):
+        try:
+            with _CREATING:
+                return create()
+        except Exception as e:  # re-raised unless it is that race
+            text = str(getattr(e, "orig", None) or e)
+            if attempt == attempts - 1 or not any(m in text for m in _RACE_MARKERS):
+                raise
+            time.sleep(0.1 * 2 ** attempt)
+    raise AssertionError("unreachable")
 
 
 def _prepare_sqlite(database: str | None) -> None:

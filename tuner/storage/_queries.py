@@ -108,14 +108,16 @@ def state_counts(engine: Engine, study_ids: Sequence[int] | None = None) -> dict
     return out
 
 
-def _trial_select() -> sa.Select[Any]:
+def _trial_select(*, with_value: bool = False) -> sa.Select[Any]:
+    """Trial rows with value and tuner's columns; ``with_value`` makes the value join inner, so
+    the planner can walk ``ix_tuner_trial_values_value`` in order for best-k (see v0.2.0)."""
     return (
         sa.select(_trials.c.trial_id, _trials.c.number, _trials.c.state, _values.c.value,
                   _trials.c.datetime_start, _trials.c.datetime_complete, TrialRow.reason,
                   TrialRow.host, TrialRow.device, TrialRow.epochs_run)
         .select_from(_trials)
         .join(_values, (_values.c.trial_id == _trials.c.trial_id) & (_values.c.objective == 0),
-              isouter=True)
+              isouter=not with_value)
         .join(TrialRow, (TrialRow.study_id == _trials.c.study_id)
               & (TrialRow.number == _trials.c.number), isouter=True)
     )
@@ -124,7 +126,7 @@ def _trial_select() -> sa.Select[Any]:
 def best_trial_rows(engine: Engine, study_id: int, maximize: bool, k: int) -> list[dict[str, Any]]:
     """The ``k`` best COMPLETE trials, ordered and limited in SQL."""
     order = _values.c.value.desc() if maximize else _values.c.value.asc()
-    q = (_trial_select()
+    q = (_trial_select(with_value=True)
          .where(_trials.c.study_id == study_id, _trials.c.state == TrialState.COMPLETE,
                 _values.c.value.is_not(None))
          .order_by(order, _trials.c.number).limit(k))

@@ -1,7 +1,8 @@
-"""Training: the trial context, the built-in ``builtin:mlp`` trainable and its data layer.
+"""Training: the trial context, the built-in ``builtin:mlp`` / ``builtin:cnn`` trainables and
+their data layer.
 
 A trainable is any ``fn(config: dict, ctx: TrialContext) -> float | dict``; ``resolve_trainable``
-finds one from the spec's string, and ``fit_mlp`` is the one tuner ships.
+finds one from the spec's string; ``fit_mlp`` and ``fit_cnn`` are the ones tuner ships.
 
 Names are imported lazily: the spec checks (``_checks``) need no torch, and the CLI should not
 pay seconds of torch import to validate a spec or read a study.
@@ -17,7 +18,7 @@ __all__ = [
     "DATASET_NAMES", "Dataset", "INITS", "LR_DECAYS", "MLP_PARAM_KEYS", "OPTIMIZERS",
     "REGRESSION_METRICS", "Trainable", "TrialContext", "build_mlp", "build_optimizer",
     "build_scheduler", "check_dataset_spec", "clear_dataset_cache", "fit_mlp", "load_dataset",
-    "resolve_trainable",
+    "resolve_trainable", "CNN_PARAM_KEYS", "POOLS", "build_cnn", "fit_cnn",
 ]
 
 _WHERE = {
@@ -30,6 +31,7 @@ _WHERE = {
     "build_scheduler": "_optim",
     "BUILTIN_TRAINABLES": "_resolve", "Trainable": "_resolve", "resolve_trainable": "_resolve",
     "CLASSIFICATION_METRICS": "_trainer", "REGRESSION_METRICS": "_trainer", "fit_mlp": "_trainer",
+    "fit_cnn": "_trainer", "CNN_PARAM_KEYS": "_checks", "POOLS": "_cnn", "build_cnn": "_cnn",
 }
 
 

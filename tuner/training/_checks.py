@@ -10,11 +10,14 @@ from typing import Any
 
 from tuner._errors import SpecError
 from tuner.training import _params
-from tuner.training._sources import check_source
+from tuner.training._sources import IMAGE_SETS, check_source
 
-__all__ = ["with_defaults", "check_dataset_spec", "BUILTIN_NAMES", "MLP_PARAM_KEYS"]
+__all__ = [
+    "BUILTIN_NAMES", "CNN_PARAM_KEYS", "MLP_PARAM_KEYS", "PARAM_KEYS", "check_builtin_spec",
+    "check_dataset_spec", "with_defaults",
+]
 
-BUILTIN_NAMES = ("mlp",)
+BUILTIN_NAMES = ("mlp", "cnn")
 """``builtin:<name>`` trainables shipped with tuner."""
 
 MLP_PARAM_KEYS = frozenset({
@@ -24,8 +27,18 @@ MLP_PARAM_KEYS = frozenset({
     "optimizer", "lr", "weight_decay", "momentum", "nesterov", "rho", "beta1", "beta2", "eps",
     "lr_decay", "decay_rate", "step_size", "warmup_epochs",
     # loop
-    "batch_size", "early_stopping_patience", "amp",
+    "batch_size", "early_stopping_patience", "amp", "compile",
 })  # fmt: skip
+
+CNN_PARAM_KEYS = frozenset({
+    # network: conv blocks, then a linear head
+    "layers", "channels", "kernel_size", "pool", "activation", "init", "batch_norm", "dropout",
+} | (MLP_PARAM_KEYS - {"layers", "hidden_units", "activation", "init", "batch_norm", "dropout"}))
+"""``builtin:cnn``: the MLP's optimizer, schedule and loop keys, with conv-net network keys."""
+
+PARAM_KEYS = {"mlp": MLP_PARAM_KEYS, "cnn": CNN_PARAM_KEYS}
+_CUDA_ONLY = {"compile": ("true",), "amp": ("bf16",)}
+"""Switches that only act on CUDA (values that turn them on)."""
 
 DEFAULTS: dict[str, Any] = {
     "validation_fraction": 0.2,
@@ -38,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
     "n_classes": 2,
     "n_informative": 10,
     "noise": 0.1,
+    "image_shape": None,
 }
 _NORMALIZE = ("zscore", "minmax", "none")
 _TASKS = ("auto", "classification", "regression")
@@ -70,7 +84,38 @@ def with_defaults(spec: dict[str, Any]) -> dict[str, Any]:
     ):
         full[key] = _params.integer(full, key, DEFAULTS[key], low=low, section=section)
     _params.real(full, "noise", 0.1, low=0.0, section=section)
+    shape = full["image_shape"]
+    if shape is not None:
+        if (not isinstance(shape, (list, tuple)) or len(shape) != 3
+                or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in shape)):
+            raise SpecError("dataset.image_shape", f"must be [channels, height, width], three "
+                            f"whole numbers >= 1, got {shape!r}")
+        full["image_shape"] = [int(v) for v in shape]
     return full
+
+
+def check_builtin_spec(name: str, params: dict[str, Any], fixed: dict[str, Any],
+                       dataset: dict[str, Any] | None, gpus_per_trial: float) -> None:
+    """What ``builtin:<name>`` can tell without torch or data: known keys, CUDA-only switches on
+    a study that has no GPU, and (``cnn``) data that is image-shaped."""
+    keys = PARAM_KEYS[name]
+    for section, names in (("params", params), ("fixed", fixed)):
+        for key in names:
+            if key not in keys:
+                raise SpecError(f"{section}.{key}", f"builtin:{name} has no parameter {key!r}; "
+                                f"use one of {', '.join(sorted(keys))}")
+    if gpus_per_trial <= 0:
+        for key, on in _CUDA_ONLY.items():
+            asked = [fixed[key]] if key in fixed else list(getattr(params.get(key), "choices", []))
+            if any(v is True or (isinstance(v, str) and v.lower() in on) for v in asked):
+                where = "fixed" if key in fixed else "params"
+                raise SpecError(f"{where}.{key}", "is only turned on on CUDA and this study has "
+                                "resources.gpus_per_trial: 0; give trials a GPU or drop it")
+    image_like = dataset is None or dataset.get("image_shape") is not None or (
+        dataset.get("name") in IMAGE_SETS or str(dataset.get("name", "")).startswith("npz:"))
+    if name == "cnn" and not image_like:  # npz files: their array's shape decides, at load
+        raise SpecError("dataset.image_shape", "builtin:cnn needs image-shaped data (digits is "
+                            "1x8x8); for this dataset set image_shape: [channels, height, width]")
 
 
 def check_dataset_spec(spec: dict[str, Any]) -> None:

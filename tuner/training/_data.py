@@ -46,6 +46,8 @@ class Dataset:
     n_features: int
     n_classes: int | None
     name: str
+    image_shape: tuple[int, int, int] | None = None
+    """(channels, height, width) when rows are flattened images (digits, ``image_shape:``)."""
 
 
 def _split(x: np.ndarray, y: np.ndarray, task: str, fraction: float, seed: int) -> list[np.ndarray]:
@@ -101,6 +103,10 @@ def _build(spec: dict[str, Any], device: torch.device) -> Dataset:
         std = std if std > 0 else 1.0
         y_tr, y_va = (y_tr - mean) / std, (y_va - mean) / std
     y_dtype = torch.int64 if raw.task == "classification" else torch.float32
+    shape = tuple(spec["image_shape"]) if spec.get("image_shape") else raw.image_shape
+    if shape is not None and int(np.prod(shape)) != raw.x.shape[1]:
+        raise SpecError("dataset.image_shape", f"{list(shape)} holds {int(np.prod(shape))} values "
+                        f"but each row has {raw.x.shape[1]} features; fix the shape")
 
     def put(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
         return torch.as_tensor(np.ascontiguousarray(array), dtype=dtype).to(device)
@@ -114,6 +120,7 @@ def _build(spec: dict[str, Any], device: torch.device) -> Dataset:
         n_features=int(raw.x.shape[1]),
         n_classes=n_classes,
         name=str(spec["name"]),
+        image_shape=None if shape is None else (int(shape[0]), int(shape[1]), int(shape[2])),
     )
 
 

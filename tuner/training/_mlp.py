@@ -15,7 +15,7 @@ from torch import nn
 from tuner._errors import SpecError
 from tuner.training import _params
 
-__all__ = ["ACTIVATIONS", "INITS", "build_mlp"]
+__all__ = ["ACTIVATIONS", "INITS", "build_mlp", "init_weights", "make_activation"]
 
 ACTIVATIONS = ("relu", "leaky_relu", "prelu", "tanh", "sigmoid")
 INITS = ("he", "xavier")
@@ -30,7 +30,8 @@ _GAIN_NAME: dict[str, Literal["relu", "leaky_relu", "tanh", "sigmoid"]] = {
 }
 
 
-def _activation(name: str) -> nn.Module:
+def make_activation(name: str) -> nn.Module:
+    """The activation module ``name`` names (shared with ``builtin:cnn``)."""
     if name == "relu":
         return nn.ReLU()
     if name == "leaky_relu":
@@ -40,7 +41,7 @@ def _activation(name: str) -> nn.Module:
     return nn.Tanh() if name == "tanh" else nn.Sigmoid()
 
 
-def _init_hidden(layer: nn.Linear, init: str, activation: str) -> None:
+def init_weights(layer: nn.Linear | nn.Conv2d, init: str, activation: str) -> None:
     """He (variance 2/n_in) suits the ReLU family, Xavier suits tanh/sigmoid; never zero weights.
 
     The negative slope of leaky ReLU / PReLU enters both formulas through the gain.
@@ -88,11 +89,11 @@ def build_mlp(config: Mapping[str, Any], n_features: int, n_outputs: int) -> nn.
     width_in = n_features
     for width in widths:
         linear = nn.Linear(width_in, width, bias=not batch_norm)  # BN's beta replaces the bias
-        _init_hidden(linear, init, activation)
+        init_weights(linear, init, activation)
         blocks.append(linear)
         if batch_norm:
             blocks.append(nn.BatchNorm1d(width))
-        blocks.append(_activation(activation))
+        blocks.append(make_activation(activation))
         if dropout > 0:
             blocks.append(nn.Dropout(dropout))  # inverted dropout: scaled by 1/keep_prob in train
         width_in = width

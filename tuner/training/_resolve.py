@@ -16,13 +16,13 @@ from typing import Any
 
 from tuner._errors import TrainableError
 from tuner.training._context import TrialContext
-from tuner.training._trainer import fit_mlp
+from tuner.training._trainer import fit_cnn, fit_mlp
 
 __all__ = ["BUILTIN_TRAINABLES", "Trainable", "resolve_trainable"]
 
 Trainable = Callable[[dict[str, Any], TrialContext], "float | dict[str, float]"]
 
-BUILTIN_TRAINABLES: dict[str, Trainable] = {"mlp": fit_mlp}
+BUILTIN_TRAINABLES: dict[str, Trainable] = {"mlp": fit_mlp, "cnn": fit_cnn}
 
 _DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _FORMAT = "expected 'package.module:function' or 'builtin:mlp'"

@@ -18,7 +18,7 @@ import pandas as pd
 
 from tuner._errors import SpecError
 
-__all__ = ["DATASET_NAMES", "RawData", "read_raw", "check_source"]
+__all__ = ["DATASET_NAMES", "IMAGE_SETS", "RawData", "check_source", "read_raw"]
 
 _CLASSIFICATION_SETS = ("digits", "wine", "breast_cancer", "iris")
 _REGRESSION_SETS = ("diabetes",)
@@ -31,16 +31,22 @@ DATASET_NAMES: tuple[str, ...] = (
     *(f"{kind}:PATH" for kind in _FILE_KINDS),
 )
 _MAX_AUTO_CLASSES = 50
+IMAGE_SETS = {"digits": (1, 8, 8)}  # bundled sets whose rows are images (channels, h, w)
 """A file's integer/string/bool target with at most this many values is taken as class labels."""
 
 
 @dataclass(frozen=True)
 class RawData:
-    """Features ``x`` as float64 ``[n, f]``, targets ``y`` as ``[n]``, and the resolved task."""
+    """Features ``x`` as float64 ``[n, f]``, targets ``y`` as ``[n]``, and the resolved task.
+
+    ``image_shape`` is ``(channels, height, width)`` when each row is a flattened image (digits,
+    or an npz whose ``x`` is ``[n, h, w]`` or ``[n, c, h, w]``), else None.
+    """
 
     x: np.ndarray
     y: np.ndarray
     task: str
+    image_shape: tuple[int, int, int] | None = None
 
 
 def _unknown_name(name: object) -> SpecError:
@@ -178,6 +184,15 @@ def _from_frame(
     return features.to_numpy(dtype=np.float64), y.to_numpy()
 
 
+def _npz_image_shape(x: np.ndarray) -> tuple[int, int, int] | None:
+    """``[n, h, w]`` -> ``(1, h, w)``; ``[n, c, h, w]`` -> ``(c, h, w)``; else None."""
+    if x.ndim == 3:
+        return 1, int(x.shape[1]), int(x.shape[2])
+    if x.ndim == 4:
+        return int(x.shape[1]), int(x.shape[2]), int(x.shape[3])
+    return None
+
+
 def _from_npz(path: Path, target: str | None) -> tuple[np.ndarray, np.ndarray]:
     with np.load(path, allow_pickle=False) as arrays:
         _check_columns("npz", path, list(arrays.files), target)
@@ -235,6 +250,7 @@ def _bundled(name: str) -> tuple[np.ndarray, np.ndarray]:
 def read_raw(spec: dict[str, Any]) -> RawData:
     """Read the arrays ``spec`` names (defaults already applied) and settle the task."""
     kind, path = _split_name(spec.get("name"))
+    image_shape = IMAGE_SETS.get(kind) if path is None else None
     if path is None:
         x, y = _synthetic(kind, spec) if kind in _SYNTHETIC else _bundled(kind)
         default = (
@@ -245,9 +261,12 @@ def read_raw(spec: dict[str, Any]) -> RawData:
     else:
         _require_file(kind, path)
         if kind == "npz":
+            with np.load(path, allow_pickle=False) as arrays:
+                name = "x" if "x" in arrays.files else "X"
+                image_shape = _npz_image_shape(arrays[name]) if name in arrays.files else None
             x, y = _from_npz(path, spec.get("target"))
         else:
             frame = pd.read_csv(path) if kind == "csv" else pd.read_parquet(path)
             x, y = _from_frame(kind, frame, path, spec.get("target"))
         default = "auto"
-    return RawData(x=x, y=y, task=_resolve_task(y, spec["task"], default))
+    return RawData(x=x, y=y, task=_resolve_task(y, spec["task"], default), image_shape=image_shape)
