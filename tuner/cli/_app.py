@@ -210,7 +210,7 @@ def status(
                 row["state"] = "cancelled"
             job = jobs.pop(row["name"], None)
             job_id = (job or {}).get("job_id") or c.get("job", {}).get("id")
-            if job_id or jobs or address:
+            if job_id or address:
                 row["job"] = job_id
                 row["job_status"] = (job or {}).get("status")
         for j in jobs.values():  # submitted, not started yet (or failed before it could start)

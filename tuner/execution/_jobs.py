@@ -222,5 +222,5 @@ def _last_line(text: str | None) -> str:
 
 
 def _first_line(e: BaseException) -> str:
-    text = [line for line in str(e).strip().splitlines() if line.strip()]
-    return text[-1] if text else type(e).__name__
+    """The line of an exception that says what went wrong (Ray puts it last)."""
+    return _last_line(str(e)) or type(e).__name__

@@ -222,20 +222,9 @@ class WriteBehind:
             conn.execute(sa.insert(q.optuna_intermediate), [
                 {"trial_id": trial_id, "step": step, **_typed(value, "intermediate_value")}
                 for step, value in t.intermediate_values.items()])
-        if t.user_attrs:
-            conn.execute(sa.delete(q.optuna_user_attrs).where(
-                q.optuna_user_attrs.c.trial_id == trial_id,
-                q.optuna_user_attrs.c.key.in_(list(t.user_attrs))))
-            conn.execute(sa.insert(q.optuna_user_attrs), [
-                {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)}
-                for k, v in t.user_attrs.items()])
-        if t.system_attrs:  # e.g. successive halving's rung values: a resume needs them
-            conn.execute(sa.delete(q.optuna_system_attrs).where(
-                q.optuna_system_attrs.c.trial_id == trial_id,
-                q.optuna_system_attrs.c.key.in_(list(t.system_attrs))))
-            conn.execute(sa.insert(q.optuna_system_attrs), [
-                {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)}
-                for k, v in t.system_attrs.items()])
+        _replace_attrs(conn, q.optuna_user_attrs, trial_id, t.user_attrs)
+        # system attributes too: e.g. successive halving's rung values, which a resume needs
+        _replace_attrs(conn, q.optuna_system_attrs, trial_id, t.system_attrs)
         if t.state == TrialState.COMPLETE and t.values:
             conn.execute(sa.insert(q.optuna_values), [
                 {"trial_id": trial_id, "objective": i, **_typed(v, "value")}
@@ -262,3 +251,14 @@ def _typed(value: float, column: str) -> dict[str, Any]:
     if math.isinf(value):
         return {column: None, tag: "INF_POS" if value > 0 else "INF_NEG"}
     return {column: value, tag: "FINITE"}
+
+
+def _replace_attrs(conn: Connection, table: Any, trial_id: int, attrs: dict[str, Any]) -> None:
+    """Upsert a trial's attributes (user or system) as delete-then-insert: portable across
+    SQLite and PostgreSQL, and idempotent when a batch is retried."""
+    if not attrs:
+        return
+    conn.execute(sa.delete(table).where(table.c.trial_id == trial_id,
+                                        table.c.key.in_(list(attrs))))
+    conn.execute(sa.insert(table), [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)}
+                                    for k, v in attrs.items()])
