@@ -114,11 +114,12 @@ def test_sigkill_workers_mid_trial(storage_url: str, tmp_path: Path,
     name, marks = spec["study"], tmp_path / "running"
     thread, errors = _run_in_thread(lambda: tuner.submit(spec, storage=storage_url))
     kills: list[tuple[int, dt.datetime]] = []
+    every = n_trials // (n_kills + 2)
     deadline = time.monotonic() + 900
     while thread.is_alive() and len(kills) < n_kills and time.monotonic() < deadline:
         time.sleep(0.2)
-        if _complete(name, storage_url) < 8 * (len(kills) + 1):
-            continue  # spread the kills over the study
+        if _complete(name, storage_url) < every * (len(kills) + 1):
+            continue  # spread the kills over the study, the last well before its end
         for mark in marks.iterdir():
             try:
                 number = int(mark.read_text())
