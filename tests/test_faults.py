@@ -45,6 +45,7 @@ def _fault_module(tmp_path: Path) -> str:
     marks.mkdir()
     (tmp_path / f"{name}.py").write_text(textwrap.dedent(f"""
         import os
+        import time
         from pathlib import Path
 
         import torch
@@ -60,6 +61,7 @@ def _fault_module(tmp_path: Path) -> str:
                 if config.get("hog", 0) > 0.5:
                     torch.empty(10 ** 13)
                 out = _mlp({{k: v for k, v in config.items() if k != "hog"}}, ctx)
+                time.sleep(0.3)  # a trial lasts long enough for the killer to find it running
                 return {{**out, "pid": os.getpid()}}
             finally:
                 mark.unlink(missing_ok=True)
