@@ -46,7 +46,7 @@ def fill(url: str, name: str, n_trials: int, epochs: int = 10, seed: int = 0) ->
 
     from tuner.spec import from_internal, internal_bounds, load_spec, to_distribution
     from tuner.storage import CurveRow, StudyRow, TrialRow, open_storage
-    from tuner.storage import _queries as q
+    from tuner.storage import _optuna as o
 
     spec = load_spec(SPEC, study=name, trials=n_trials)
     st = open_storage(url)
@@ -76,7 +76,7 @@ def fill(url: str, name: str, n_trials: int, epochs: int = 10, seed: int = 0) ->
             study_id=sid, study_name=name, spec_json=json.dumps(spec.to_json_dict()),
             tuner_version="bench", created_at=dt.datetime(2025, 1, 1)))
         first_id = int(conn.execute(sa.select(sa.func.coalesce(
-            sa.func.max(q.optuna_trials.c.trial_id), 0))).scalar()) + 1
+            sa.func.max(o.trials.c.trial_id), 0))).scalar()) + 1
     t0 = dt.datetime(2025, 1, 1)
     stage_of = np.repeat(np.arange(len(split)), split)
     chunk = 5000
@@ -126,11 +126,11 @@ def fill(url: str, name: str, n_trials: int, epochs: int = 10, seed: int = 0) ->
                     "train_loss": 0.1 + decay + loss, "val_loss": 0.15 + decay + 1.5 * loss,
                     "val_accuracy": acc - 0.3 * decay}})
         with st.engine.begin() as conn:
-            conn.execute(sa.insert(q.optuna_trials), trials)
+            conn.execute(sa.insert(o.trials), trials)
             if values:
-                conn.execute(sa.insert(q.optuna_values), values)
-            conn.execute(sa.insert(q.optuna_params), prm)
-            conn.execute(sa.insert(q.optuna_user_attrs), attrs)
+                conn.execute(sa.insert(o.trial_values), values)
+            conn.execute(sa.insert(o.trial_params), prm)
+            conn.execute(sa.insert(o.trial_user_attrs), attrs)
             if tuner_rows:
                 conn.execute(sa.insert(TrialRow), tuner_rows)
             if curve_rows:

@@ -88,6 +88,19 @@ def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return request.getfixturevalue("pg_url")
 
 
+def open_coordinator(spec: dict, url: str, *, resume: bool = False, **kw: object) -> object:
+    """What the driver does, without Ray: create (or take over) the study with its lease, then
+    start a coordinator on it (``close()`` gives the lease back)."""
+    from tuner.execution import Coordinator
+    from tuner.storage import open_storage
+    from tuner.storage._runs import begin_run
+
+    run = begin_run(open_storage(url), spec["study"], resume=resume,
+                    direction=spec.get("objective", {}).get("direction", "minimize"),
+                    spec_json=spec)
+    return Coordinator(spec, url, run=run, resume=resume, **kw)
+
+
 def small_spec(name: str | None = None, **over: object) -> dict:
     """A tiny but real digits study: trains in well under a second per trial."""
     spec: dict = {

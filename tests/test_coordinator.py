@@ -5,21 +5,23 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from tests.conftest import small_spec
+from tests.conftest import open_coordinator, small_spec
 from tuner import StudyExistsError, load_study
 from tuner.execution import Coordinator, TrialResult
+from tuner.storage import open_storage
 
 
 def _result(a, value: float, state: str = "COMPLETE", reason: str | None = None) -> TrialResult:
     curve = [{"epoch": 1, "train_loss": 1.0, "val_loss": 1.1, "val_accuracy": value / 2},
              {"epoch": 2, "train_loss": 0.5, "val_loss": 0.6, "val_accuracy": value}]
-    return TrialResult(number=a.number, state=state, value=value if state == "COMPLETE" else None,
+    return TrialResult(trial_id=a.trial_id, number=a.number, state=state,
+                       value=value if state == "COMPLETE" else None,
                        reason=reason, curve=curve, host="h", device="cpu", worker="w0")
 
 
 def test_exact_count_and_write_behind(storage_url: str) -> None:
     spec = small_spec(trials=5)
-    c = Coordinator(spec, storage_url)
+    c = open_coordinator(spec, storage_url)
     a, b = c.next_trial("w0"), c.next_trial("w1")
     values = iter([0.5, 0.9, 0.7, 0.2, 0.8])
     while True:
@@ -44,7 +46,7 @@ def test_exact_count_and_write_behind(storage_url: str) -> None:
 
 def test_failed_outcomes_use_budget_but_lost_workers_do_not(storage_url: str) -> None:
     spec = small_spec(trials=3)
-    c = Coordinator(spec, storage_url)
+    c = open_coordinator(spec, storage_url)
     a = c.next_trial("w0")
     lost = c.next_trial("w1")
     assert c.worker_lost("w1") == lost.number  # re-queued with the same params
@@ -63,7 +65,7 @@ def test_failed_outcomes_use_budget_but_lost_workers_do_not(storage_url: str) ->
 
 def test_interrupt_then_resume_reaches_exact_count(storage_url: str) -> None:
     spec = small_spec(trials=4)
-    c = Coordinator(spec, storage_url)
+    c = open_coordinator(spec, storage_url)
     a = c.next_trial("w0")
     b = c.next_trial("w0", _result(a, 0.3))
     running = c.next_trial("w1")
@@ -73,7 +75,7 @@ def test_interrupt_then_resume_reaches_exact_count(storage_url: str) -> None:
     assert study.counts()["RUNNING"] == 0
     assert [t.reason for t in study.trials(["FAIL"])] == ["interrupted", "interrupted"]
 
-    r = Coordinator(spec, storage_url, resume=True)
+    r = open_coordinator(spec, storage_url, resume=True)
     first = r.next_trial("w0")
     second = r.next_trial("w1")
     assert [first.params, second.params] == [b.params, running.params]  # interrupted run first
@@ -92,10 +94,14 @@ def test_interrupt_then_resume_reaches_exact_count(storage_url: str) -> None:
 def test_resume_after_crash_fails_running_trials(sqlite_url: str) -> None:
     """A driver that dies without stop(): its RUNNING trials are failed and re-queued on resume."""
     spec = small_spec(trials=2)
-    c = Coordinator(spec, sqlite_url)
+    c = open_coordinator(spec, sqlite_url)
     a = c.next_trial("w0")
-    c._writer.flush()  # the RUNNING row is stored; then the process "dies"
-    r = Coordinator(spec, sqlite_url, resume=True)
+    # the RUNNING row is stored when next_trial returns; then the process "dies" (its lease with
+    # it: a dead pid on this host is a stale lease)
+    from tuner.storage import _lease
+    with open_storage(sqlite_url).engine.begin() as conn:
+        conn.execute(_lease.LeaseRow.__table__.update().values(pid=2**22 + 12345))
+    r = open_coordinator(spec, sqlite_url, resume=True)
     assert r.progress()["requeued"] == 1
     b = r.next_trial("w0")
     assert b.params == a.params and b.number != a.number
@@ -104,27 +110,27 @@ def test_resume_after_crash_fails_running_trials(sqlite_url: str) -> None:
 
 def test_duplicate_name_refused(sqlite_url: str) -> None:
     spec = small_spec()
-    Coordinator(spec, sqlite_url).close()
+    open_coordinator(spec, sqlite_url).close()
     with pytest.raises(StudyExistsError, match="tuner resume"):
-        Coordinator(spec, sqlite_url)
+        open_coordinator(spec, sqlite_url)
 
 
 def test_pruning_reports_reach_the_pruner(sqlite_url: str) -> None:
     spec = small_spec(trials=4, pruner={"kind": "median", "n_startup_trials": 1, "n_warmup_steps": 0})
-    c = Coordinator(spec, sqlite_url)
+    c = open_coordinator(spec, sqlite_url)
     a = c.next_trial("w0")
-    assert c.report(a.number, 1, 0.9) is False
+    assert c.report(a.trial_id, 1, 0.9) is False
     r = _result(a, 0.9)
     r.reported = True
     b = c.next_trial("w0", r)
-    assert c.report(b.number, 1, 0.1) is True  # far below the median of finished trials
+    assert c.report(b.trial_id, 1, 0.1) is True  # far below the median of finished trials
     c.close()
 
 
 def test_grid_caps_the_count_at_the_grid_size(sqlite_url: str) -> None:
     spec = small_spec(trials=50, sampler={"kind": "grid"},
                       params={"batch_size": {"type": "int", "low": 64, "high": 256, "scale": "pow2"}})
-    c = Coordinator(spec, sqlite_url)
+    c = open_coordinator(spec, sqlite_url)
     seen = []
     a = c.next_trial("w0")
     while a is not None:
@@ -134,18 +140,20 @@ def test_grid_caps_the_count_at_the_grid_size(sqlite_url: str) -> None:
     c.close()
 
 
-def test_stored_times_are_the_trials_not_the_write_behind_lag(sqlite_url: str) -> None:
+def test_stored_times_are_the_coordinators_in_utc(sqlite_url: str) -> None:
     import datetime as dt
-    import time
+
+    def utc() -> dt.datetime:
+        return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
     spec = small_spec(trials=1)
-    c = Coordinator(spec, sqlite_url)
+    c = open_coordinator(spec, sqlite_url)
+    start = utc()
     a = c.next_trial("w0")
-    c._writer.call(lambda: time.sleep(0.6))  # a slow database ahead of the result's write
-    before = dt.datetime.now()
+    before = utc()
     assert c.next_trial("w0", _result(a, 0.5)) is None
-    after = dt.datetime.now()
+    after = utc()
     c.close()
     t = load_study(spec["study"], sqlite_url).trials()[0]
-    assert before <= t.datetime_complete <= after
-    assert t.duration_s is not None and t.duration_s < 0.5
+    assert start <= t.datetime_start <= before <= t.datetime_complete <= after
+    assert t.duration_s is not None and 0 <= t.duration_s < 0.5

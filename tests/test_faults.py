@@ -166,6 +166,13 @@ def test_driver_sigkill_then_resume(storage_url: str, tmp_path: Path, ray_sessio
     while _complete(name, storage_url) < 5 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.3)
     assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+    # One driver per study: a second one is refused at once, saying who runs it.
+    second = subprocess.run(
+        [sys.executable, "-m", "tuner", "resume", name, "--storage", storage_url, "--quiet"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    assert second.returncode == 2, second.stderr
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"pid {proc.pid}" in lines[0] and "is being run by" in lines[0]
     proc.kill()
     proc.wait(timeout=60)
     # The driver's actors die with it (Ray's ownership); wait until its coordinator is gone.

@@ -23,10 +23,10 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 import tuner
-from tests.conftest import small_spec
+from tests.conftest import open_coordinator, small_spec
 from tuner import SpecError
 from tuner.cli import app
-from tuner.execution import Coordinator, TrialResult
+from tuner.execution import TrialResult
 from tuner.pruners import HyperbandPruner, create_pruner
 from tuner.samplers import CoarseToFineSampler, create_sampler
 from tuner.spec import parse_spec
@@ -228,20 +228,20 @@ def test_no_pruning_at_the_last_epoch(sqlite_url: str) -> None:
     """Pruning a trial that has trained every epoch saves nothing and loses its value."""
     spec = small_spec(trials=4, epochs=4, pruner={"kind": "asha", "min_resource": 1,
                                                    "reduction_factor": 2})  # rungs at 1, 2, 4
-    c = Coordinator(spec, sqlite_url)
+    c = open_coordinator(spec, sqlite_url)
 
     def result(a, state: str, values: list[float]) -> TrialResult:
         curve = [{"epoch": e, "val_accuracy": v} for e, v in enumerate(values, 1)]
-        return TrialResult(a.number, state, values[-1] if state == "COMPLETE" else None,
+        return TrialResult(a.trial_id, a.number, state, values[-1] if state == "COMPLETE" else None,
                            reported=True, curve=curve)
 
     a = c.next_trial("w0")
-    assert [c.report(a.number, e, 0.9) for e in (1, 2, 3, 4)] == [False] * 4
+    assert [c.report(a.trial_id, e, 0.9) for e in (1, 2, 3, 4)] == [False] * 4
     b = c.next_trial("w0", result(a, "COMPLETE", [0.9] * 4))
-    assert c.report(b.number, 1, 0.1) is True  # rung 0: worse than the one other trial
+    assert c.report(b.trial_id, 1, 0.1) is True  # rung 0: worse than the one other trial
     d = c.next_trial("w0", result(b, "PRUNED", [0.1]))
-    assert [c.report(d.number, e, 0.9) for e in (1, 2, 3)] == [False] * 3
-    assert c.report(d.number, 4, 0.1) is False  # rung 2 would cut it, but its work is done
+    assert [c.report(d.trial_id, e, 0.9) for e in (1, 2, 3)] == [False] * 3
+    assert c.report(d.trial_id, 4, 0.1) is False  # rung 2 would cut it, but its work is done
     c.next_trial("w0", result(d, "COMPLETE", [0.9, 0.9, 0.9, 0.1]))
     c.close()
 
@@ -250,19 +250,19 @@ def test_rung_values_survive_a_resume(sqlite_url: str) -> None:
     """Successive halving keeps each trial's rung values as system attributes; they are written
     with the outcome, so a resumed study judges new trials against the old ones."""
     spec = small_spec(trials=3, epochs=4, pruner={"kind": "asha", "reduction_factor": 2})
-    c = Coordinator(spec, sqlite_url)
+    c = open_coordinator(spec, sqlite_url)
     a = c.next_trial("w0")
     for epoch in (1, 2, 3, 4):
-        c.report(a.number, epoch, 0.9)
+        c.report(a.trial_id, epoch, 0.9)
     curve = [{"epoch": e, "val_accuracy": 0.9} for e in (1, 2, 3, 4)]
-    c.next_trial("w0", TrialResult(a.number, "COMPLETE", 0.9, reported=True, curve=curve))
+    c.next_trial("w0", TrialResult(a.trial_id, a.number, "COMPLETE", 0.9, reported=True, curve=curve))
     c.stop()
     c.close()
     stored = optuna.load_study(study_name=spec["study"], storage=sqlite_url).trials[0]
     assert stored.system_attrs["completed_rung_0"] == 0.9
-    r = Coordinator(spec, sqlite_url, resume=True)
+    r = open_coordinator(spec, sqlite_url, resume=True)
     b = r.next_trial("w0")
-    assert r.report(b.number, 1, 0.1) is True  # judged against the stored trial's rung value
+    assert r.report(b.trial_id, 1, 0.1) is True  # judged against the stored trial's rung value
     r.close()
 
 

@@ -10,7 +10,7 @@ from alembic.script import ScriptDirectory
 from optuna.storages._rdb import models as optuna_models
 
 from tuner import StorageError
-from tuner.storage import _queries as q
+from tuner.storage import _optuna as o
 from tuner.storage import open_storage, redact
 from tuner.storage._migrate import VERSION_TABLE, alembic_config
 
@@ -35,13 +35,19 @@ def test_sqlite_uses_wal(sqlite_url: str) -> None:
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 60000
 
 
-def test_optuna_mirror_matches_optuna_schema() -> None:
-    """The read-only mirror in _queries must name real Optuna columns."""
+def test_optuna_schema_declaration_matches_optuna() -> None:
+    """tuner's one declaration of Optuna's tables (storage._optuna) names real Optuna columns,
+    and nothing else in the package declares them."""
     real = {t.name: {c.name for c in t.columns} for t in optuna_models.BaseModel.metadata.tables.values()}
-    for table in (q._studies, q._directions, q._trials, q._values, q._params, q._user_attrs,
-                  q.optuna_values, q.optuna_intermediate, q.optuna_system_attrs):
-        assert table.name in real
-        assert {c.name for c in table.columns} <= real[table.name], table.name
+    for name in o.__all__:
+        table = getattr(o, name)
+        if isinstance(table, sa.TableClause):
+            assert table.name in real
+            assert {c.name for c in table.columns} <= real[table.name], table.name
+    package = Path(o.__file__).resolve().parents[1]
+    declaring = sorted(str(p.relative_to(package)) for p in package.rglob("*.py")
+                       if "sa.table(" in p.read_text())
+    assert declaring == ["storage/_optuna.py"]
 
 
 def test_unreachable_postgres_is_one_clear_error_without_password() -> None:

@@ -12,6 +12,7 @@ __all__ = [
     "StorageError",
     "StudyNotFoundError",
     "StudyExistsError",
+    "StudyBusyError",
     "TrainableError",
     "StudyCancelled",
     "Diverged",
@@ -47,6 +48,12 @@ class StudyNotFoundError(TunerError):
 
 class StudyExistsError(TunerError):
     """``submit`` was asked to create a study whose name is taken."""
+
+    exit_code = 2
+
+
+class StudyBusyError(TunerError):
+    """Another live driver runs the study (it holds the study's lease)."""
 
     exit_code = 2
 

@@ -88,7 +88,7 @@ def submit(
 ) -> None:
     """Run a study to completion (local Ray by default), then print the best trials."""
     def body() -> None:
-        from tuner.execution import ensure_ray, run_study
+        from tuner.execution import run_study
         from tuner.spec import check_runtime
 
         parsed = tuner.load_spec(spec, **{
@@ -109,10 +109,8 @@ def submit(
             _detach(parsed, storage, address)
             return
         with StudyProgress(err, parsed.study, enabled=not quiet) as bar:
-            ensure_ray(address)
-            _interrupt_on_term()
             final = run_study(parsed, storage, address=address, on_progress=bar.update,
-                              warm_start=plan.entries if plan else None)
+                              warm_start=plan.entries if plan else None, on_ray=_interrupt_on_term)
         _finish(parsed.study, storage, final)
     _guard(body)
 
@@ -128,7 +126,7 @@ def resume(
 ) -> None:
     """Continue a stored study to its trial count; trials interrupted by a crash run again."""
     def body() -> None:
-        from tuner.execution import ensure_ray, run_study
+        from tuner.execution import run_study
 
         spec = tuner.load_study(study, storage).spec
         if spec is None:
@@ -137,10 +135,8 @@ def resume(
             _detach(spec, storage, address, resume=True, trials=trials)
             return
         with StudyProgress(err, study, enabled=not quiet) as bar:
-            ensure_ray(address)
-            _interrupt_on_term()
             final = run_study(spec, storage, address=address, resume=True, trials=trials,
-                              on_progress=bar.update)
+                              on_progress=bar.update, on_ray=_interrupt_on_term)
         _finish(study, storage, final)
     _guard(body)
 

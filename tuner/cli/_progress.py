@@ -32,4 +32,6 @@ class StudyProgress:
         best = "-" if p["best_value"] is None else f"{p['best_value']:.4g} (#{p['best_number']})"
         detail = (f"running {p['running']}  failed {p['failed']}  pruned {p['pruned']}  "
                   f"best {best}")
+        if p.get("foreign") or p.get("foreign_running"):  # another writer's trials, not counted
+            detail += f"  other writers {p['foreign']} done, {p['foreign_running']} running"
         self._progress.update(self._task, total=p["target"], completed=p["used"], detail=detail)

@@ -14,15 +14,15 @@ from typing import Any
 import sqlalchemy as sa
 
 from tuner.storage import Storage
+from tuner.storage._optuna import studies as _studies
+from tuner.storage._optuna import study_system_attrs
 
 __all__ = ["CANCEL_KEY", "JOB_KEY", "request_cancel", "clear_cancel", "cancel_requested",
            "record_job", "job_of", "control_by_study"]
 
 CANCEL_KEY = "tuner:cancel_requested"
 JOB_KEY = "tuner:job"
-_attrs = sa.table("study_system_attributes", sa.column("study_id"), sa.column("key"),
-                  sa.column("value_json"))
-_studies = sa.table("studies", sa.column("study_id"), sa.column("study_name"))
+_attrs = study_system_attrs
 
 
 def request_cancel(storage: Storage, study_id: int) -> None:

@@ -1,23 +1,35 @@
-"""The coordinator: owns one study, hands out trials, takes results, writes behind.
+"""The coordinator: owns one study while it runs, hands out trials, takes results.
 
 It runs as a threaded Ray actor (``max_concurrency`` > workers), but is plain Python so scheduling
-logic is tested without Ray. Sampling happens against an in-memory copy of the study, so a worker
-that finishes a trial gets its next one in one actor round trip (~2 ms here), never waiting on the
-database; :class:`WriteBehind` persists everything in order.
+logic is tested without Ray. The sampler and pruner work against an in-memory Optuna study; the
+database stays the truth:
+
+- a trial is **created in the database** (numbered there by Optuna's rule) or **claimed** there
+  (WAITING -> RUNNING, conditionally) before a worker starts it; both are committed answers from
+  the writer thread, so a worker never trains a trial the database does not know;
+- trials are keyed by their database ``trial_id``; the in-memory copy's own numbering is never
+  written anywhere;
+- outcomes are written behind (:class:`WriteBehind`), grouped into few transactions;
+- a watcher thread renews the run's lease, notices ``tuner cancel``, and merges trials that
+  other writers (a plain Optuna process) add to the study, within about a second.
 
 Counting rule: a trial *uses budget* when its outcome says something about its hyperparameters
-(COMPLETE, PRUNED, or FAIL because it diverged / ran out of memory / raised). A trial that failed
-for reasons outside it (its worker died, the study was interrupted) is marked FAIL with that
+(COMPLETE, PRUNED, or FAIL because it diverged, ran out of memory, raised or timed out). A trial
+that failed for reasons outside it (``tuner._reasons.INFRA_REASONS``) is marked FAIL with that
 reason and its params are queued again, so the study ends with exactly ``trials`` outcomes.
+Trials run by other writers never use tuner's budget.
 """
 
 from __future__ import annotations
 
 import copy
-import datetime as dt
+import itertools
 import json
+import logging
 import threading
 import time
+import uuid
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,26 +37,30 @@ import optuna
 import sqlalchemy as sa
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner._errors import StudyExistsError, StudyNotFoundError
+from tuner._errors import StorageError
+from tuner._reasons import CLAIMED_ELSEWHERE, INFRA_REASONS
 from tuner.execution._control import cancel_requested, clear_cancel, record_job
-from tuner.execution._writer import WriteBehind
+from tuner.execution._writer import RETRY_S, TrialExtras, WriteBehind
 from tuner.samplers import CoarseToFineSampler, create_pruner, create_sampler, grid_size
 from tuner.spec import StudySpec, parse_spec, to_distribution
-from tuner.storage import StudyRow, open_storage
-from tuner.storage._queries import trial_ids
+from tuner.storage import TrialRow, open_storage
+from tuner.storage import _optuna as rows
+from tuner.storage._lease import RENEW_S
+from tuner.storage._runs import Run, end_run, renew_run
 
 __all__ = ["Coordinator", "Assignment", "TrialResult", "INFRA_REASONS"]
 
-INFRA_REASONS = frozenset({"worker_lost", "interrupted", "cancelled"})
-"""Failure reasons that do not use budget: the trial is re-queued with the same params."""
+_log = logging.getLogger(__name__)
 MAX_LOSSES = 3
 """A configuration whose worker died this many times is failed for good (``crashed``), not
 re-queued: a trial that kills its process (host out of memory, a segfault) would loop forever."""
+_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 @dataclass(frozen=True)
 class Assignment:
-    number: int
+    trial_id: int  # the database's id: what every message about the trial is keyed by
+    number: int  # the database's number: what users see (and the per-trial seed offset)
     params: dict[str, Any]
 
 
@@ -52,6 +68,7 @@ class Assignment:
 class TrialResult:
     """What a worker sends back for one trial."""
 
+    trial_id: int
     number: int
     state: str  # "COMPLETE" | "PRUNED" | "FAIL"
     value: float | None = None
@@ -69,63 +86,90 @@ class TrialResult:
 @dataclass
 class _Running:
     trial: optuna.Trial
+    mem_id: int
+    number: int
     worker: str
     started: float
 
 
 class Coordinator:
-    """Owns the study named in ``spec``; see the module docstring for the protocol."""
+    """Runs the study of ``run`` (created or taken over by the driver, see ``storage._runs``).
+
+    Args:
+        spec_json: the validated spec, as JSON.
+        storage_url: the database.
+        run: the study id and the lease this run holds.
+        resume: continue a stored study (trials left RUNNING by a dead driver re-run first).
+        trials: the target count (default: the spec's).
+        job: ``{"id", "address"}`` of the Ray job running the study (``--detach``).
+        poll_s: how often the watcher renews, checks for a cancel and merges foreign trials.
+        warm_start: ``[{"params", "source"}]`` to run first (a new study only).
+        retry_for_s: how long the writer retries a lost database before stopping the study.
+    """
 
     def __init__(
-        self, spec_json: dict[str, Any], storage_url: str, *, resume: bool = False,
-        trials: int | None = None, job: dict[str, Any] | None = None,
-        cancel_poll_s: float = 1.0, warm_start: list[dict[str, Any]] | None = None,
+        self, spec_json: dict[str, Any], storage_url: str, *, run: Run, resume: bool = False,
+        trials: int | None = None, job: dict[str, Any] | None = None, poll_s: float = 1.0,
+        warm_start: list[dict[str, Any]] | None = None, retry_for_s: float = RETRY_S,
     ) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self._spec: StudySpec = parse_spec(spec_json)
-        self._storage = open_storage(storage_url)
+        self._storage = open_storage(storage_url, upgrade=False)
+        self._run = run
+        self._study_id = run.study_id
         self._dists = {n: to_distribution(p) for n, p in self._spec.params.items()}
         self._objective = self._spec.objective
         self._mem_storage = optuna.storages.InMemoryStorage()
         self._sampler = create_sampler(self._spec)
         self._mem = optuna.create_study(
-            storage=self._mem_storage,
-            sampler=self._sampler,
-            pruner=create_pruner(self._spec),
-            direction=self._objective.direction,
-            study_name=self._spec.study,
-        )
+            storage=self._mem_storage, sampler=self._sampler, pruner=create_pruner(self._spec),
+            direction=self._objective.direction, study_name=self._spec.study)
         self._mem_sid = self._mem_storage.get_study_id_from_name(self._spec.study)
         self._lock = threading.RLock()
-        self._running: dict[int, _Running] = {}
+        self._run_tag = uuid.uuid4().hex[:12]
+        self._seq = itertools.count()
+        self._db_of: dict[int, int] = {}  # in-memory trial id -> database trial id
+        self._mem_of: dict[int, int] = {}  # database trial id -> in-memory trial id
+        self._number: dict[int, int] = {}  # database trial id -> number
+        self._pending: dict[int, Future[list[tuple[int, int]]]] = {}  # mem id -> its insert
+        self._waiting: list[int] = []  # in-memory ids of queued trials, oldest first
+        self._running: dict[int, _Running] = {}  # by database trial id
+        self._foreign_open: set[int] = set()  # another writer's unfinished trials
+        self._foreign = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0, "running": 0}
+        self._max_seen = 0
+        self._timed_out: list[str] = []
         self._stopping = False
         self._cancelled = False
+        self._fatal: str | None = None
         self._losses: dict[str, int] = {}
-        self._started_at = time.time()
         self._counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0, "requeued": 0}
         target = trials if trials is not None else self._spec.trials
         if self._spec.sampler.kind == "grid":
             target = min(target, grid_size(self._spec))
         self._target = target
-        study_id, history = self._open_study(resume)
-        self._study_id = study_id
+        self._timeout_s = self._spec.trial_timeout_s
         self._study_attrs: dict[str, Any] = {}
-        if resume:  # boxes computed before the crash stay the boxes
-            self._study_attrs = dict(self._storage.optuna.get_study_user_attrs(study_id))
-            for key, value in self._study_attrs.items():
-                self._mem.set_user_attr(key, value)
+        self._writer = WriteBehind(self._storage, self._study_id, retry_for_s=retry_for_s,
+                                   on_fatal=self._on_fatal)
+        with self._storage.engine.connect() as conn:
+            if resume:  # boxes computed before the crash stay the boxes
+                self._study_attrs = rows.study_attrs(conn, self._study_id)
+                for key, value in self._study_attrs.items():
+                    self._mem.set_user_attr(key, value)
+            history = rows.load_trials(conn, self._study_id)
+            ran = {n for (n,) in conn.execute(sa.select(TrialRow.number)
+                                              .where(TrialRow.study_id == self._study_id))}
         if resume:
-            clear_cancel(self._storage, study_id)
+            clear_cancel(self._storage, self._study_id)
         if job is not None:
-            record_job(self._storage, study_id, job["id"], job.get("address"))
-        self._writer = WriteBehind(self._storage, study_id)
-        self._load_history(history, trial_ids(self._storage.engine, study_id) if history else {})
+            record_job(self._storage, self._study_id, job["id"], job.get("address"))
+        self._load_history(history, ran)
         if not resume:  # a new study runs the donor's configurations first (tuner._warm_start)
             for entry in warm_start or []:
                 self._enqueue(entry["params"], {"warm_start_from": entry["source"]})
         self._closed = threading.Event()
-        self._watcher = threading.Thread(target=self._watch_cancel, args=(cancel_poll_s,),
-                                         name="tuner-cancel-watch", daemon=True)
+        self._watcher = threading.Thread(target=self._watch, args=(poll_s,), name="tuner-watch",
+                                         daemon=True)
         self._watcher.start()
 
     # --- protocol ----------------------------------------------------------------------------
@@ -134,51 +178,60 @@ class Coordinator:
         with self._lock:
             if result is not None:
                 self._finish(result)
-            if self._stopping or self._used() + len(self._running) >= self._target:
-                return None
-            trial = self._mem.ask(self._dists)
-            if isinstance(self._sampler, CoarseToFineSampler):
-                trial.set_user_attr("stage", self._sampler.stage_of(self._mem, trial.number))
-                self._sync_study_attrs()
-            frozen = self._frozen(trial.number)
-            if frozen.system_attrs.get("fixed_params") is not None:
-                self._writer.start(frozen)
-            else:
-                self._writer.create(frozen)
-            self._running[trial.number] = _Running(trial, worker, time.time())
-            return Assignment(trial.number, dict(trial.params))
+            while not (self._stopping or self._fatal
+                       or self._used() + len(self._running) >= self._target):
+                assignment = self._start(worker)
+                if assignment is not None:
+                    return assignment
+            return None
 
-    def report(self, number: int, epoch: int, value: float) -> bool:
-        """An intermediate objective value; True means the trial should stop (pruned)."""
+    def report(self, trial_id: int, epoch: int, value: float) -> bool:
+        """An intermediate objective value; True means the trial should stop (pruned, or
+        no longer running: failed meanwhile, timed out, the study stopped)."""
         with self._lock:
-            run = self._running.get(number)
+            run = self._running.get(trial_id)
             if run is None:
-                return True  # the trial was failed meanwhile (e.g. interrupted): stop it
-            run.trial.report(value, epoch)
+                return True
+            if epoch not in self._mem_storage.get_trial(run.mem_id).intermediate_values:
+                run.trial.report(value, epoch)
             if epoch >= self._spec.epochs:
                 return False  # its training is done: pruning now would only discard its value
             return bool(run.trial.should_prune())
 
     def worker_lost(self, worker: str, why: str = "worker_lost") -> int | None:
-        """The worker's process died: fail its trial (not counted) and queue its params again."""
+        """The worker's process died: fail its trial (not counted) and queue its params again.
+        Returns the lost trial's number."""
         with self._lock:
-            for number, run in list(self._running.items()):
+            for trial_id, run in list(self._running.items()):
                 if run.worker == worker:
-                    self._fail_and_requeue(number, why)
-                    return number
+                    self._fail(trial_id, why)
+                    return run.number
             return None
+
+    def take_timed_out(self) -> list[str]:
+        """Workers whose trial ran past ``trial_timeout_s``: the driver kills and replaces them."""
+        with self._lock:
+            out, self._timed_out = self._timed_out, []
+            return out
 
     def stop(self, reason: str = "interrupted") -> None:
         """Hand out no more trials; fail the running ones with ``reason`` and re-queue them."""
         with self._lock:
             self._stopping = True
-            for number in list(self._running):
-                self._fail_and_requeue(number, reason)
+            for trial_id in list(self._running):
+                self._fail(trial_id, reason)
 
-    def close(self) -> dict[str, Any]:
-        """Flush every pending write; returns the final progress."""
+    def close(self, timeout: float | None = None) -> dict[str, Any]:
+        """Flush every pending write (within ``timeout``), give the lease back; returns the
+        final progress."""
         self._closed.set()
-        self._writer.close()
+        try:
+            self._writer.close(timeout)
+        finally:
+            try:
+                end_run(self._storage, self._run)
+            except Exception as e:  # noqa: BLE001 - a stale lease is taken over by the next resume
+                _log.warning("could not release the study's lease: %s", e)
         return self.progress()
 
     def progress(self) -> dict[str, Any]:
@@ -193,65 +246,96 @@ class Coordinator:
                 "pruned": self._counts["PRUNED"],
                 "failed": self._counts["FAIL"],
                 "requeued": self._counts["requeued"],
+                "foreign": self._foreign["COMPLETE"] + self._foreign["PRUNED"] + self._foreign["FAIL"],
+                "foreign_running": len(self._foreign_open),
                 "best_value": None if best is None else best.value,
-                "best_number": None if best is None else best.number,
+                "best_number": None if best is None else self._number_of(best.number),
                 "pending_writes": self._writer.pending,
                 "done": self._stopping or (self._used() >= self._target and not self._running),
                 "cancelled": self._cancelled,
+                "fatal": self._fatal,
             }
 
-    # --- internals ------------------------------------------------------------------------------
-    def _watch_cancel(self, every_s: float) -> None:
-        """``tuner cancel`` writes a request into the database; notice it within ``every_s``."""
-        while not self._closed.wait(every_s):
-            try:
-                wanted = cancel_requested(self._storage, self._study_id)
-            except Exception:  # noqa: BLE001 - the database may be down; the writer retries, so do we
-                continue
-            if wanted:
-                with self._lock:
-                    self._cancelled = True
-                self.stop("cancelled")
-                return
+    # --- starting trials -------------------------------------------------------------------------
+    def _start(self, worker: str) -> Assignment | None:
+        """Ask the sampler (a queued trial comes first) and record the trial in the database.
+        None when a queued trial turned out to be taken by another process: ask again."""
+        trial = self._mem.ask(self._dists)
+        mem_id = self._mem_storage.get_trial_id_from_study_id_trial_number(self._mem_sid, trial.number)
+        if isinstance(self._sampler, CoarseToFineSampler):
+            trial.set_user_attr("stage", self._sampler.stage_of(self._mem, trial.number))
+            self._sync_study_attrs()
+        frozen = self._mem_storage.get_trial(mem_id)
+        started = rows.utcnow()
+        if mem_id in self._waiting:  # Optuna's ask popped a queued trial: claim it
+            self._waiting.remove(mem_id)
+            trial_id = self._db_id(mem_id)
+            tag = self._tag()
+            if not self._writer.claim(trial_id, started, tag, dict(frozen.params),
+                                      dict(frozen.distributions)).result():
+                trial.set_user_attr("reason", CLAIMED_ELSEWHERE)  # memory only: not ours
+                self._mem.tell(trial, state=TrialState.FAIL)
+                self._foreign_open.add(trial_id)
+                return None
+        else:
+            tag = self._tag()
+            new = rows.NewTrial(
+                uid=tag, state=TrialState.RUNNING, started=started, params=dict(frozen.params),
+                distributions=dict(frozen.distributions), user_attrs=dict(frozen.user_attrs),
+                system_attrs={rows.RUN_KEY: tag, **copy.deepcopy(frozen.system_attrs)})
+            [(trial_id, number)] = self._writer.create([new]).result()
+            self._map(mem_id, trial_id, number)
+        self._running[trial_id] = _Running(trial, mem_id, self._number[trial_id], worker,
+                                           time.monotonic())
+        return Assignment(trial_id, self._number[trial_id], dict(trial.params))
 
-    def _sync_study_attrs(self) -> None:
-        """Persist new study user attributes (coarse-to-fine boxes) behind, like trials."""
-        for key, value in self._mem.user_attrs.items():
-            if self._study_attrs.get(key) != value:
-                self._study_attrs[key] = value
-                rdb, sid = self._storage.optuna, self._study_id
-                self._writer.call(lambda k=key, v=value: rdb.set_study_user_attr(sid, k, v))
+    def _enqueue(self, params: dict[str, Any], user_attrs: dict[str, Any] | None = None) -> None:
+        """Queue a trial with fixed ``params``, as Optuna's ``enqueue_trial`` does (so any
+        sampler honours it), in memory and in the database."""
+        template = optuna.trial.create_trial(
+            state=TrialState.WAITING, system_attrs={"fixed_params": params},
+            user_attrs=user_attrs or {})
+        mem_id = self._mem_storage.create_new_trial(self._mem_sid, template_trial=template)
+        self._waiting.append(mem_id)
+        self._pending[mem_id] = self._writer.create([rows.NewTrial(
+            uid=self._tag(), state=TrialState.WAITING, started=None,
+            user_attrs=user_attrs or {}, system_attrs={"fixed_params": params})])
 
-    def _used(self) -> int:
-        return self._counts["COMPLETE"] + self._counts["PRUNED"] + self._counts["FAIL"]
+    def _db_id(self, mem_id: int) -> int:
+        """The database id of an in-memory trial, waiting for its insert if still in flight."""
+        pending = self._pending.pop(mem_id, None)
+        if pending is not None:
+            [(trial_id, number)] = pending.result()
+            self._map(mem_id, trial_id, number)
+        return self._db_of[mem_id]
 
-    def _best(self) -> FrozenTrial | None:
-        try:
-            return self._mem.best_trial
-        except ValueError:
-            return None
+    def _map(self, mem_id: int, trial_id: int, number: int) -> None:
+        self._db_of[mem_id], self._mem_of[trial_id], self._number[trial_id] = trial_id, mem_id, number
+        self._max_seen = max(self._max_seen, trial_id)
 
-    def _frozen(self, number: int) -> FrozenTrial:
-        """A snapshot of the in-memory trial: the writer reads it later, on another thread,
-        while Optuna's in-memory storage goes on updating its own object in place."""
-        storage = self._mem_storage
-        trial_id = storage.get_trial_id_from_study_id_trial_number(self._mem_sid, number)
-        return copy.deepcopy(storage.get_trial(trial_id))
+    def _number_of(self, mem_number: int) -> int | None:
+        """The database number of the in-memory trial numbered ``mem_number``."""
+        mem_id = self._mem_storage.get_trial_id_from_study_id_trial_number(self._mem_sid, mem_number)
+        return self._number.get(self._db_of.get(mem_id, -1))
 
+    def _tag(self) -> str:
+        return f"{self._run_tag}-{next(self._seq)}"
+
+    # --- ending trials -------------------------------------------------------------------------
     def _finish(self, result: TrialResult) -> None:
-        run = self._running.pop(result.number, None)
+        run = self._running.pop(result.trial_id, None)
         if run is None:
-            return  # already failed by stop()/worker_lost(); the late result is dropped
+            return  # already failed by stop()/worker_lost()/a timeout; the late result is dropped
         trial = run.trial
-        if not result.reported:
-            for point in result.curve:
-                value = point.get(self._objective.metric)
-                if value is not None and value == value:  # skip NaN: Optuna refuses it
-                    trial.report(value, int(point["epoch"]))
+        reported = self._mem_storage.get_trial(run.mem_id).intermediate_values
+        for point in result.curve:  # every epoch, including the one that diverged (NaN/inf)
+            value = point.get(self._objective.metric)
+            if value is not None and int(point["epoch"]) not in reported:
+                trial.report(float(value), int(point["epoch"]))
         if result.reason:
             trial.set_user_attr("reason", result.reason)
         for key, value in result.metrics.items():
-            trial.set_user_attr(key, value)
+            trial.set_user_attr(key, rows.json_safe(value))
         if result.node:
             trial.set_user_attr("ray_node", result.node)
         if result.gpu_ids:
@@ -262,89 +346,159 @@ class Coordinator:
         else:
             self._mem.tell(trial, state=state)
         self._counts[state.name] += 1
-        self._writer.finish(
-            self._frozen(result.number), reason=result.reason, host=result.host,
-            device=result.device, worker=result.worker or run.worker, curve=result.curve,
-        )
+        self._write_outcome(result.trial_id, run, TrialExtras(
+            result.reason, result.host, result.device, result.worker or run.worker, result.curve))
 
-    def _fail_and_requeue(self, number: int, reason: str) -> None:
-        run = self._running.pop(number)
+    def _fail(self, trial_id: int, reason: str) -> None:
+        """End a running trial as FAIL: infra reasons re-queue its params (no budget used); a
+        worker dying three times on the same params is ``crashed`` (counted); ``timeout`` is
+        counted and not re-queued."""
+        run = self._running.pop(trial_id)
         params = dict(run.trial.params)
         key = json.dumps(params, sort_keys=True, default=str)
         if reason == "worker_lost":
             self._losses[key] = self._losses.get(key, 0) + 1
-        crashed = self._losses.get(key, 0) >= MAX_LOSSES and reason == "worker_lost"
-        if crashed:  # the params themselves kill the process (host OOM, segfault): stop retrying
-            reason = f"crashed: its worker died {MAX_LOSSES} times on these params"
+            if self._losses[key] >= MAX_LOSSES:  # the params kill the process: stop retrying
+                reason = f"crashed: its worker died {MAX_LOSSES} times on these params"
         run.trial.set_user_attr("reason", reason)
         self._mem.tell(run.trial, state=TrialState.FAIL)
-        self._writer.finish(self._frozen(number), reason=reason, host=None, device=None,
-                            worker=run.worker, curve=[])
-        if crashed:
-            self._counts["FAIL"] += 1
+        self._write_outcome(trial_id, run, TrialExtras(reason=reason, worker=run.worker))
+        if reason in INFRA_REASONS:
+            self._enqueue(params)
+            self._counts["requeued"] += 1
         else:
-            self._requeue(params)
+            self._counts["FAIL"] += 1
 
-    def _requeue(self, params: dict[str, Any]) -> None:
-        self._enqueue(params)
-        self._counts["requeued"] += 1
+    def _write_outcome(self, trial_id: int, run: _Running, extras: TrialExtras) -> None:
+        frozen = self._mem_storage.get_trial(run.mem_id)
+        if self._fatal:
+            return  # nothing more is written; `resume` re-runs what is left RUNNING
+        self._writer.finish(trial_id, run.number, rows.Outcome(
+            state=frozen.state, completed=rows.utcnow(), values=frozen.values,
+            intermediate=dict(frozen.intermediate_values),
+            user_attrs=copy.deepcopy(frozen.user_attrs),
+            system_attrs=copy.deepcopy(frozen.system_attrs)), extras)
 
-    def _enqueue(self, params: dict[str, Any], user_attrs: dict[str, Any] | None = None) -> None:
-        """Queue a trial with fixed ``params`` (Optuna's enqueue, so any sampler honours it)."""
-        self._mem.enqueue_trial(params, user_attrs=user_attrs, skip_if_exists=False)
-        self._writer.create(self._frozen(self._mem_storage.get_n_trials(self._mem_sid) - 1))
+    # --- resume and other writers ------------------------------------------------------------------
+    def _load_history(self, history: list[rows.StoredTrial], ran: set[int]) -> None:
+        """Copy the stored study into memory. Trials tuner left RUNNING died with their driver
+        (this run holds the lease): they are failed ``interrupted`` and re-queued first."""
+        for stored in history:
+            t, trial_id = stored.frozen, stored.trial_id
+            ours = stored.ours or t.number in ran
+            if t.state == TrialState.WAITING:
+                self._add_waiting(t, trial_id)
+            elif t.state == TrialState.RUNNING and ours:
+                mem_id = self._add(optuna.trial.create_trial(
+                    params=t.params, distributions=t.distributions, state=TrialState.RUNNING,
+                    user_attrs=t.user_attrs, system_attrs=t.system_attrs,
+                    intermediate_values=t.intermediate_values), trial_id, t.number)
+                self._running[trial_id] = _Running(optuna.Trial(self._mem, mem_id), mem_id,
+                                                   t.number, "lost driver", time.monotonic())
+                self._fail(trial_id, "interrupted")
+            elif t.state == TrialState.RUNNING:
+                self._foreign_open.add(trial_id)
+                self._max_seen = max(self._max_seen, trial_id)
+            else:
+                self._add(t, trial_id, t.number)
+                if ours:
+                    if not (t.state == TrialState.FAIL and t.user_attrs.get("reason") in INFRA_REASONS):
+                        self._counts[t.state.name] += 1
+                else:
+                    self._foreign[t.state.name] += 1
 
-    def _open_study(self, resume: bool) -> tuple[int, list[FrozenTrial]]:
-        rdb, name = self._storage.optuna, self._spec.study
+    def _add(self, t: FrozenTrial, trial_id: int, number: int) -> int:
+        mem_id = self._mem_storage.create_new_trial(self._mem_sid, template_trial=t)
+        self._map(mem_id, trial_id, number)
+        return mem_id
+
+    def _add_waiting(self, t: FrozenTrial, trial_id: int) -> None:
+        template = optuna.trial.create_trial(
+            state=TrialState.WAITING, user_attrs=t.user_attrs,
+            system_attrs={"fixed_params": t.system_attrs.get("fixed_params", t.params)})
+        self._waiting.append(self._add(template, trial_id, t.number))
+
+    def _merge_foreign(self) -> None:
+        """Bring trials other writers added or finished into memory: the sampler and pruner
+        see them, the budget does not count them."""
+        with self._storage.engine.connect() as conn:
+            seen = rows.trial_states_since(conn, self._study_id, self._max_seen,
+                                           list(self._foreign_open))
+            with self._lock:
+                for pending in list(self._pending):
+                    self._db_id(pending)  # our own inserts in flight are ours, not foreign
+                fresh = [(i, n, s) for i, n, s in seen
+                         if i not in self._number or i in self._foreign_open]
+                done = [i for i, _, s in fresh if s in _FINISHED or s == TrialState.WAITING]
+            whole = {s.trial_id: s for s in rows.load_trials(conn, self._study_id, done)} if done else {}
+        with self._lock:
+            for trial_id, number, state in fresh:
+                self._max_seen = max(self._max_seen, trial_id)
+                if state == TrialState.RUNNING:
+                    self._foreign_open.add(trial_id)
+                elif trial_id in whole and state == TrialState.WAITING and trial_id not in self._number:
+                    self._add_waiting(whole[trial_id].frozen, trial_id)
+                elif trial_id in whole and state in _FINISHED:
+                    self._foreign_open.discard(trial_id)
+                    self._number.pop(trial_id, None)
+                    self._add(whole[trial_id].frozen, trial_id, number)
+                    self._foreign[state.name] += 1
+
+    # --- the watcher -------------------------------------------------------------------------
+    def _watch(self, every_s: float) -> None:
+        """Lease heartbeat, cancel requests, timeouts and foreign trials, about every ``every_s``."""
+        renewed = time.monotonic()
+        while not self._closed.wait(every_s):
+            now = time.monotonic()
+            if now - renewed >= RENEW_S:
+                try:
+                    if not renew_run(self._storage, self._run):
+                        self._on_fatal(StorageError(
+                            f"study '{self._spec.study}' was taken over by another driver; "
+                            "this run stopped"))
+                    renewed = now
+                except Exception as e:  # noqa: BLE001 - the writer's retry bound decides
+                    _log.debug("lease renewal failed: %s", e)
+            self._expire(now)
+            try:
+                self._merge_foreign()
+                wanted = cancel_requested(self._storage, self._study_id)
+            except Exception as e:  # noqa: BLE001 - the database may be down; the writer decides
+                _log.debug("watch poll failed: %s", e)
+                continue
+            if wanted and not self._cancelled:
+                with self._lock:
+                    self._cancelled = True
+                self.stop("cancelled")
+
+    def _expire(self, now: float) -> None:
+        if self._timeout_s is None:
+            return
+        with self._lock:
+            for trial_id, run in list(self._running.items()):
+                if now - run.started > self._timeout_s:
+                    self._fail(trial_id, "timeout")
+                    self._timed_out.append(run.worker)
+
+    def _on_fatal(self, error: StorageError) -> None:
+        """The database is gone past the retry bound (or the lease was lost): stop at once.
+        Called from the writer or watcher thread; sets a flag that the driver polls."""
+        self._fatal = str(error)
+        self._stopping = True
+
+    # --- internals -------------------------------------------------------------------------------
+    def _sync_study_attrs(self) -> None:
+        """Persist new study user attributes (coarse-to-fine boxes) behind, like trials."""
+        for key, value in self._mem.user_attrs.items():
+            if self._study_attrs.get(key) != value:
+                self._study_attrs[key] = value
+                self._writer.study_attr(key, value)
+
+    def _used(self) -> int:
+        return self._counts["COMPLETE"] + self._counts["PRUNED"] + self._counts["FAIL"]
+
+    def _best(self) -> FrozenTrial | None:
         try:
-            study_id = rdb.get_study_id_from_name(name)
-        except KeyError:
-            study_id = None
-        if not resume:
-            if study_id is not None:
-                raise StudyExistsError(
-                    f"study '{name}' already exists in this storage; continue it with "
-                    f"`tuner resume {name}` or pick a new name with --name"
-                )
-            study_id = rdb.create_new_study(
-                [optuna.study.StudyDirection[self._objective.direction.upper()]], name)
-            with self._storage.engine.begin() as conn:
-                conn.execute(sa.insert(StudyRow).values(
-                    study_id=study_id, study_name=name, spec_json=json.dumps(self._spec.to_json_dict()),
-                    tuner_version=_version(), created_at=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
-                ))
-            return study_id, []
-        if study_id is None:
-            raise StudyNotFoundError(f"study '{name}' not found; `tuner status` lists the studies")
-        return study_id, rdb.get_all_trials(study_id, deepcopy=False)
-
-    def _load_history(self, history: list[FrozenTrial], ids: dict[int, int]) -> None:
-        """Resume: copy stored trials into memory; RUNNING ones died with the old driver."""
-        interrupted = []
-        for t in history:
-            self._writer.known(t.number, ids[t.number])
-            if t.state == TrialState.RUNNING:
-                interrupted.append(t)
-                t = optuna.trial.create_trial(
-                    params=t.params, distributions=t.distributions, state=TrialState.FAIL,
-                    user_attrs={**t.user_attrs, "reason": "interrupted"}, system_attrs=t.system_attrs,
-                    intermediate_values=t.intermediate_values,
-                )
-            self._mem.add_trial(t)
-            if t.state.is_finished():
-                reason = t.user_attrs.get("reason")
-                if not (t.state == TrialState.FAIL and reason in INFRA_REASONS):
-                    self._counts[t.state.name] += 1
-        for t in interrupted:
-            self._writer.finish(self._frozen(t.number), reason="interrupted", host=None,
-                                device=None, worker=None, curve=[])
-            self._requeue(dict(t.params))
-
-
-def _version() -> str:
-    from importlib.metadata import version
-
-    try:
-        return version("tuner")
-    except Exception:  # running from a source tree that is not installed
-        return "0+unknown"
+            return self._mem.best_trial
+        except ValueError:
+            return None

@@ -11,26 +11,24 @@ import os
 from typing import Any, Callable
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import RayActorError, RaySystemError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from tuner._errors import (
-    SpecError,
-    StudyCancelled,
-    StudyExistsError,
-    StudyNotFoundError,
-    TunerError,
-)
+from tuner._errors import SpecError, StorageError, StudyCancelled, TunerError
 from tuner.execution._coordinator import Coordinator
 from tuner.execution._pool import return_workers, take_workers
 from tuner.execution._worker import TrialWorker
+from tuner.execution._writer import RETRY_S
 from tuner.spec import StudySpec
 from tuner.storage import open_storage, resolve_url
+from tuner.storage._runs import Run, begin_run, end_run
 
 __all__ = ["run_study", "ensure_ray", "absolute_url"]
 
 _log = logging.getLogger(__name__)
 ProgressFn = Callable[[dict[str, Any]], None]
+ABORT_FLUSH_S = 30.0
+"""How long a stopping study waits for its pending writes; what is not stored re-runs on resume."""
 
 
 def absolute_url(url: str) -> str:
@@ -65,17 +63,49 @@ def run_study(
     spec: StudySpec, storage: str | None = None, *, address: str | None = None,
     resume: bool = False, trials: int | None = None, on_progress: ProgressFn | None = None,
     poll_s: float = 0.2, job: dict[str, Any] | None = None,
-    warm_start: list[dict[str, Any]] | None = None,
+    warm_start: list[dict[str, Any]] | None = None, on_ray: Callable[[], None] | None = None,
+    retry_for_s: float = RETRY_S,
 ) -> dict[str, Any]:
     """Run ``spec`` to its trial count; returns the coordinator's final progress dict.
 
-    ``job`` (``{"id", "address"}``) is recorded on the study when a Ray job runs it (``--detach``).
-    Raises :class:`StudyCancelled` when ``tuner cancel`` stops the study meanwhile.
+    The study is created (or, with ``resume``, taken over) and its lease taken on this process,
+    before Ray starts: a taken name or a study another driver runs fails in a second, and a study
+    exists whole or not at all. ``on_ray`` runs once Ray is up (the CLI installs its signal
+    handlers there, after Ray's own). ``job`` (``{"id", "address"}``) is recorded on the study
+    when a Ray job runs it (``--detach``). Raises :class:`StudyCancelled` when ``tuner cancel``
+    stops the study meanwhile, :class:`StorageError` when the database is lost past
+    ``retry_for_s``; every error is a :class:`TunerError` with a one-line message.
     """
     url = absolute_url(resolve_url(storage))
-    _check_study_name(spec.study, url, resume)
-    ensure_ray(address)
-    _check_fits(spec, strict=address is None)
+    store = open_storage(url)
+    try:
+        run = begin_run(store, spec.study, resume=resume, direction=spec.objective.direction,
+                        spec_json=spec.to_json_dict(), version=_version())
+    except BaseException:
+        store.engine.dispose()
+        raise
+    try:
+        ensure_ray(address)
+        if on_ray is not None:
+            on_ray()
+        _check_fits(spec, strict=address is None)
+        return _drive(spec, url, run, address=address, resume=resume, trials=trials,
+                      on_progress=on_progress, poll_s=poll_s, job=job, warm_start=warm_start,
+                      retry_for_s=retry_for_s)
+    except (RayActorError, RayTaskError, RaySystemError) as e:
+        raise TunerError(f"the study stopped: {_last_line(e)}") from None
+    finally:
+        try:
+            end_run(store, run)
+        except Exception as e:  # noqa: BLE001 - a stale lease is taken over by the next resume
+            _log.warning("could not release the study's lease: %s", _last_line(e))
+        store.engine.dispose()
+
+
+def _drive(spec: StudySpec, url: str, run: Run, *, address: str | None, resume: bool,
+           trials: int | None, on_progress: ProgressFn | None, poll_s: float,
+           job: dict[str, Any] | None, warm_start: list[dict[str, Any]] | None,
+           retry_for_s: float) -> dict[str, Any]:
     spec_json = spec.to_json_dict()
     n_workers = spec.resources.workers
     # Beside the driver (the head node for jobs and Ray Client): a GPU node that goes away must
@@ -83,7 +113,8 @@ def run_study(
     coord = ray.remote(Coordinator).options(
         num_cpus=0, max_concurrency=2 * n_workers + 8, max_restarts=0,
         scheduling_strategy=_near_driver(),
-    ).remote(spec_json, url, resume=resume, trials=trials, job=job, warm_start=warm_start)
+    ).remote(spec_json, url, run=run, resume=resume, trials=trials, job=job,
+             warm_start=warm_start, retry_for_s=retry_for_s)
     res = spec.resources
     worker_cls = ray.remote(TrialWorker).options(
         num_cpus=res.cpus_per_trial, num_gpus=res.gpus_per_trial, max_restarts=0, max_task_retries=0,
@@ -92,6 +123,7 @@ def run_study(
     shape = (res.cpus_per_trial, res.gpus_per_trial, code_dir)
     runs: dict[Any, tuple[str, Any]] = {}
     survivors: list[Any] = []
+    killed: set[str] = set()  # workers killed on purpose (their trial timed out)
     seq = 0
 
     def spawn(actor: Any = None) -> None:
@@ -102,7 +134,7 @@ def run_study(
             actor = worker_cls.remote(max(1, int(res.cpus_per_trial)), res.gpus_per_trial > 0, code_dir)
         runs[actor.run.remote(coord, spec_json, wid)] = (wid, actor)
 
-    # Workers start (torch, dataset) while the coordinator opens the study: both take seconds.
+    # Workers start (torch, dataset) while the coordinator loads the study: both take seconds.
     # A worker with nothing left to do gets None at once and returns to the pool.
     wanted = min(n_workers, trials if trials is not None else spec.trials)
     warm = take_workers(wanted, shape)
@@ -112,7 +144,7 @@ def run_study(
         spawn()
     early_deaths = 0
     try:
-        _unwrap(lambda: ray.get(coord.progress.remote()))  # the study opened (or why not)
+        _unwrap(lambda: ray.get(coord.progress.remote()))  # the coordinator started (or why not)
         while runs:
             ready, _ = ray.wait(list(runs), num_returns=1, timeout=poll_s)
             for ref in ready:
@@ -126,16 +158,28 @@ def run_study(
                     cause = getattr(e, "cause", None)
                     if isinstance(cause, TunerError):
                         raise cause from None  # e.g. the trainable does not import on the worker
-                    lost = ray.get(coord.worker_lost.remote(wid))
-                    _log.warning("worker %s died (%s); trial %s re-queued", wid, type(e).__name__, lost)
-                    early_deaths = early_deaths + 1 if lost is None else 0
-                    if early_deaths >= 3:
-                        raise TunerError(f"workers die before running any trial: {_first_line(e)}") from None
+                    if wid in killed:  # its trial timed out: it was failed and counted already
+                        killed.discard(wid)
+                    else:
+                        lost = ray.get(coord.worker_lost.remote(wid))
+                        _log.warning("worker %s died (%s); trial %s re-queued", wid,
+                                     type(e).__name__, lost)
+                        early_deaths = early_deaths + 1 if lost is None else 0
+                        if early_deaths >= 3:
+                            raise TunerError("workers die before running any trial: "
+                                             f"{_last_line(e)}") from None
                     if not ray.get(coord.progress.remote())["done"]:
                         spawn()
+            for wid in ray.get(coord.take_timed_out.remote()):
+                for ref, (other, actor) in runs.items():
+                    if other == wid:
+                        killed.add(wid)
+                        ray.kill(actor)  # a hung trainable cannot be stopped from inside
             progress = ray.get(coord.progress.remote())
             if on_progress is not None:
                 on_progress(progress)
+            if progress["fatal"]:
+                raise StorageError(progress["fatal"])
             if progress["cancelled"]:  # running trials were failed and re-queued; stop them now
                 raise StudyCancelled(
                     f"study '{spec.study}' was cancelled: {progress['complete']} complete, "
@@ -183,32 +227,14 @@ def _abort(coord: Any, workers: list[Any]) -> None:
     try:
         ray.get(coord.stop.remote())
     except Exception as e:  # noqa: BLE001 - best effort on the way out
-        _log.warning("could not stop the coordinator cleanly: %s", _first_line(e))
+        _log.warning("could not stop the coordinator cleanly: %s", _last_line(e))
     for actor in workers:
         ray.kill(actor)
     try:
-        ray.get(coord.close.remote())
+        ray.get(coord.close.remote(ABORT_FLUSH_S), timeout=ABORT_FLUSH_S + 5)
     except Exception as e:  # noqa: BLE001
-        _log.warning("could not flush the study's pending writes: %s", _first_line(e))
+        _log.warning("could not flush the study's pending writes: %s", _last_line(e))
     ray.kill(coord)
-
-
-def _check_study_name(name: str, url: str, resume: bool) -> None:
-    storage = open_storage(url)
-    try:
-        storage.optuna.get_study_id_from_name(name)
-        exists = True
-    except KeyError:
-        exists = False
-    finally:
-        storage.engine.dispose()
-    if exists and not resume:
-        raise StudyExistsError(
-            f"study '{name}' already exists in this storage; continue it with `tuner resume {name}`"
-            " or pick a new name with --name"
-        )
-    if resume and not exists:
-        raise StudyNotFoundError(f"study '{name}' not found; `tuner status` lists the studies")
 
 
 def _unwrap(call: Callable[[], Any]) -> Any:
@@ -222,8 +248,18 @@ def _unwrap(call: Callable[[], Any]) -> Any:
         raise
 
 
-def _first_line(e: BaseException) -> str:
+def _last_line(e: BaseException) -> str:
+    """Ray wraps a remote error in its traceback: the last line is the error itself."""
     text = str(e).strip().splitlines()
     return text[-1] if text else type(e).__name__
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    try:
+        return version("tuner")
+    except Exception:  # noqa: BLE001 - running from a source tree that is not installed
+        return "0+unknown"
 
 

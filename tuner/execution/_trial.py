@@ -25,9 +25,9 @@ _log = logging.getLogger(__name__)
 
 
 def run_trial(fn: Callable[[dict[str, Any], TrialContext], Any], config: dict[str, Any],
-              ctx: TrialContext) -> TrialResult:
+              ctx: TrialContext, trial_id: int = -1) -> TrialResult:
     """Call ``fn(config, ctx)`` and turn whatever happens into a :class:`TrialResult`."""
-    result = TrialResult(number=ctx.trial_number, state="FAIL", curve=ctx.curve)
+    result = TrialResult(trial_id=trial_id, number=ctx.trial_number, state="FAIL", curve=ctx.curve)
     try:
         out = fn(config, ctx)
         value, metrics = _objective(out, ctx)

@@ -86,14 +86,14 @@ class TrialWorker:
         hook = None
         if spec.pruner.kind != "none" and coordinator is not None:
             def hook(epoch: int, value: float) -> bool:
-                return bool(ray.get(coordinator.report.remote(a.number, epoch, value)))
+                return bool(ray.get(coordinator.report.remote(a.trial_id, epoch, value)))
         ctx = TrialContext(
             trial_number=a.number, device=self._device, epochs=spec.epochs,
             objective_metric=spec.objective.metric, direction=spec.objective.direction,
             dataset=spec.dataset.model_dump() if spec.dataset else None,
             seed=None if spec.seed is None else spec.seed + a.number, prune_hook=hook,
         )
-        result = run_trial(self._fn, {**spec.fixed, **a.params}, ctx)
+        result = run_trial(self._fn, {**spec.fixed, **a.params}, ctx, trial_id=a.trial_id)
         result.host, result.device, result.worker = self._host, self._device_name, worker_id
         result.node, result.gpu_ids = self._node, self._gpu_ids
         result.reported = hook is not None

@@ -26,6 +26,7 @@ import numpy as np
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner._reasons import INFRA_REASONS
 from tuner.samplers._base import ScaleAwareSampler
 from tuner.spec import (
     CategoricalParam,
@@ -46,8 +47,8 @@ Box = dict[str, tuple[float, float] | list[Any]]
 """Per parameter: ``(lo, hi)`` in its internal coordinate, or the list of kept categories."""
 
 BOX_ATTR = "c2f_box_{stage}"
-REQUEUED_REASONS = frozenset({"worker_lost", "interrupted"})
-"""Failures that the coordinator re-queues (its ``INFRA_REASONS``): they use no stage budget."""
+REQUEUED_REASONS = INFRA_REASONS
+"""Failures that the coordinator re-queues (``tuner._reasons``): they use no stage budget."""
 _EPS = 1e-9
 
 

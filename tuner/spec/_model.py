@@ -164,6 +164,10 @@ class StudySpec(_Strict):
     trials: int = Field(default=20, ge=1, le=1_000_000)
     epochs: int = Field(default=10, ge=1, le=100_000)
     seed: int | None = Field(default=None, description="base seed for weight init and shuffling")
+    trial_timeout_s: float | None = Field(
+        default=None, gt=0, le=30 * 24 * 3600,
+        description="a trial running longer fails with reason 'timeout' (uses budget); its worker "
+                    "process is killed and replaced")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     params: dict[str, ParamSpec] = Field(default_factory=dict)
     fixed: dict[str, Any] = Field(default_factory=dict)

@@ -1,9 +1,8 @@
 """Read-side SQL over Optuna's tables and ours: aggregated and paged in the database.
 
-Optuna's schema (v3+) is mirrored here as lightweight ``sa.table`` objects. Reads use it freely;
-the only writes through it are a finished trial's outcome in one transaction (see
-``tuner.execution._writer``); trials are created through Optuna's API, which assigns numbers. ``tests/test_storage.py`` checks the mirror
-against a real Optuna database so a schema change fails loudly.
+Optuna's schema is declared once, in ``tuner.storage._optuna`` (which also holds every write into
+it); ``tests/test_storage.py`` checks that declaration against a real Optuna database so a schema
+change fails loudly.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 from sqlalchemy.engine import Engine
 
+from tuner.storage import _optuna as o
 from tuner.storage._tables import CurveRow, StudyRow, TrialRow
 
 __all__ = [
@@ -26,31 +26,12 @@ __all__ = [
 
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 
-_studies = sa.table("studies", sa.column("study_id"), sa.column("study_name"))
-_directions = sa.table("study_directions", sa.column("study_id"),
-                       sa.column("direction", sa.Enum(StudyDirection)),
-                       sa.column("objective"))
-_trials = sa.table("trials", sa.column("trial_id", sa.Integer), sa.column("number"), sa.column("study_id"),
-                   sa.column("state", sa.Enum(TrialState)), sa.column("datetime_start", sa.DateTime),
-                   sa.column("datetime_complete", sa.DateTime))
-_values = sa.table("trial_values", sa.column("trial_id"), sa.column("objective"),
-                   sa.column("value", sa.Float), sa.column("value_type"))
-optuna_trials = _trials
-optuna_values = sa.table("trial_values", sa.column("trial_id"), sa.column("objective"),
-                         sa.column("value", sa.Float), sa.column("value_type", sa.Enum(
-                             "FINITE", "INF_POS", "INF_NEG", name="trialvaluetype")))
-optuna_intermediate = sa.table(
-    "trial_intermediate_values", sa.column("trial_id"), sa.column("step"),
-    sa.column("intermediate_value", sa.Float), sa.column("intermediate_value_type", sa.Enum(
-        "FINITE", "INF_POS", "INF_NEG", "NAN", name="trialintermediatevaluetype")))
-_params = sa.table("trial_params", sa.column("trial_id"), sa.column("param_name"),
-                   sa.column("param_value", sa.Float), sa.column("distribution_json"))
-_user_attrs = sa.table("trial_user_attributes", sa.column("trial_id"), sa.column("key"),
-                       sa.column("value_json"))
-optuna_user_attrs = _user_attrs
-optuna_params = _params
-optuna_system_attrs = sa.table("trial_system_attributes", sa.column("trial_id"), sa.column("key"),
-                               sa.column("value_json"))
+_studies = o.studies
+_directions = o.study_directions
+_trials = o.trials
+_values = o.trial_values
+_params = o.trial_params
+_user_attrs = o.trial_user_attrs
 
 
 def trial_ids(engine: Engine, study_id: int) -> dict[int, int]:

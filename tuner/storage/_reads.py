@@ -15,10 +15,11 @@ import sqlalchemy as sa
 from optuna.trial import TrialState
 from sqlalchemy.engine import Engine
 
-from tuner.storage._queries import STATES, _named, _trial_select, _values
-from tuner.storage._queries import optuna_params as _params
-from tuner.storage._queries import optuna_trials as _trials
-from tuner.storage._queries import optuna_user_attrs as _user_attrs
+from tuner.storage._optuna import trial_params as _params
+from tuner.storage._optuna import trial_user_attrs as _user_attrs
+from tuner.storage._optuna import trial_values as _values
+from tuner.storage._optuna import trials as _trials
+from tuner.storage._queries import STATES, _named, _trial_select
 from tuner.storage._tables import CurveRow, TrialRow
 
 __all__ = [

@@ -2,10 +2,11 @@
 
 - ``tuner_studies``: the submitted spec (so ``tuner resume`` needs only the study name).
 - ``tuner_trials``: who ran each trial (host, device, worker) and why it ended (``reason``).
-- ``tuner_curves``: one row per trial and epoch, with all metrics the trainable reported.
+- ``tuner_curves``: one row per trial and epoch, with all metrics the trainable reported (valid
+  JSON: a non-finite value is stored as null).
+- ``tuner_leases``: which driver runs a study now (one row per running study; see ``_lease``).
 
-Optuna's own schema is mirrored read-only in ``_optuna_schema`` for SQL-side queries (best-k with
-ORDER BY ... LIMIT) so that answering "best 5 of 100,000" never loads 100,000 trials.
+Optuna's own schema is declared (once) in ``tuner.storage._optuna``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import datetime as dt
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "StudyRow", "TrialRow", "CurveRow"]
+__all__ = ["Base", "StudyRow", "TrialRow", "CurveRow", "LeaseRow"]
 
 
 def utcnow() -> dt.datetime:
@@ -56,3 +57,16 @@ class CurveRow(Base):
     number: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
     epoch: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
     metrics: Mapped[dict[str, float]] = mapped_column(sa.JSON)
+
+
+class LeaseRow(Base):
+    """The driver that owns a study while it runs: taken atomically, renewed by a heartbeat."""
+
+    __tablename__ = "tuner_leases"
+
+    study_id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
+    owner: Mapped[str] = mapped_column(sa.String(64))
+    host: Mapped[str] = mapped_column(sa.String(255))
+    pid: Mapped[int] = mapped_column(sa.Integer)
+    since: Mapped[dt.datetime] = mapped_column(sa.DateTime)
+    heartbeat: Mapped[dt.datetime] = mapped_column(sa.DateTime)

@@ -42,19 +42,23 @@ class TrialContext:
     def report(self, epoch: int, **metrics: float) -> None:
         """Record ``metrics`` for ``epoch``; raise ``Diverged`` on NaN loss, ``TrialPruned`` if told.
 
-        Values are converted to plain floats here so that trainables may pass 0-d tensors and the
-        single host sync happens once per epoch, not per step.
+        Several calls for one epoch (training metrics, then validation metrics) merge into one
+        curve point. Values are converted to plain floats here so that trainables may pass 0-d
+        tensors and the single host sync happens once per epoch, not per step.
         """
-        point: dict[str, float] = {"epoch": int(epoch)}
-        for name, value in metrics.items():
-            point[name] = float(value.item() if isinstance(value, torch.Tensor) else value)
-        self.curve.append(point)
+        epoch = int(epoch)
+        values = {name: float(value.item() if isinstance(value, torch.Tensor) else value)
+                  for name, value in metrics.items()}
+        if self.curve and self.curve[-1]["epoch"] == epoch:
+            self.curve[-1].update(values)
+        else:
+            self.curve.append({"epoch": epoch, **values})
         for name in ("train_loss", "val_loss"):
-            if name in point and not math.isfinite(point[name]):
+            if name in values and not math.isfinite(values[name]):
                 raise Diverged(epoch, name)
-        objective = point.get(self.objective_metric)
+        objective = values.get(self.objective_metric)
         if objective is not None and not math.isfinite(objective):
             raise Diverged(epoch, self.objective_metric)
         if self.prune_hook is not None and objective is not None:
-            if self.prune_hook(int(epoch), objective):
+            if self.prune_hook(epoch, objective):
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")
