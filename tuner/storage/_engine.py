@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
 from tuner._errors import StorageError
+from tuner._secrets import redact_url
 
 __all__ = ["Storage", "open_storage", "resolve_url", "redact"]
 
@@ -32,11 +33,9 @@ def resolve_url(url: str | None = None) -> str:
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced by ``***``: safe for logs, errors and pages."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # an unparsable URL: show nothing of it that could be a secret
-        return "<unparsable storage URL>"
+    """The URL with every password (user info and query string, e.g. ``?password=``) replaced
+    by ``***``: safe for logs, errors and pages. See :mod:`tuner._secrets`."""
+    return redact_url(url)
 
 
 @dataclass(frozen=True)
