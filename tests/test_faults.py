@@ -145,23 +145,51 @@ def test_sigkill_workers_mid_trial(storage_url: str, tmp_path: Path,
             assert (t.datetime_complete - at).total_seconds() < 60, (number, t.datetime_complete, at)
 
 
-def test_driver_sigkill_then_resume(storage_url: str, tmp_path: Path, ray_session: str) -> None:
+def _gated_module(tmp_path: Path, open_below: int) -> tuple[str, Path]:
+    """A trainable around builtin:mlp whose trials numbered ``open_below`` or more wait for a gate
+    file: the study cannot finish before the test has done what it needs mid-study."""
+    name = f"gatemod_{uuid.uuid4().hex[:8]}"
+    gate = tmp_path / "gate"
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+
+        from tuner.training import resolve_trainable
+
+        GATE = Path({str(gate)!r})
+        _mlp = resolve_trainable("builtin:mlp")
+
+        def fit(config, ctx):
+            deadline = time.monotonic() + 300
+            while ctx.trial_number >= {open_below} and not GATE.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            return _mlp(config, ctx)
+    """))
+    return name, gate
+
+
+def test_driver_sigkill_then_resume(storage_url: str, tmp_path: Path, ray_session: str,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """`tuner submit` killed with SIGKILL (no handler runs): trials it left RUNNING are failed as
-    interrupted and re-queued by `tuner resume`, which reaches exactly the requested count."""
+    interrupted and re-queued by `tuner resume`, which reaches exactly the requested count. While
+    the driver lives, a second `tuner resume` is refused."""
     import ray
     from ray.util.state import list_actors
 
     from tuner.execution import release_workers
 
     release_workers()  # this process's idle pooled workers would hold the CPUs the driver needs
+    module, gate = _gated_module(tmp_path, open_below=5)
+    monkeypatch.chdir(tmp_path)  # workers import the trainable from the driver's directory
     name = f"crash-{uuid.uuid4().hex[:6]}"
     path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump(small_spec(name, trials=30, epochs=4, params=SAFE_PARAMS)))
+    path.write_text(yaml.safe_dump(small_spec(name, trials=30, epochs=4, params=SAFE_PARAMS,
+                                              trainable=f"{module}:fit")))
     gcs = ray.get_runtime_context().gcs_address
     proc = subprocess.Popen(
         [sys.executable, "-m", "tuner", "submit", str(path), "--storage", storage_url, "--quiet",
          "--address", gcs], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+        cwd=tmp_path, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
     deadline = time.monotonic() + 300
     while _complete(name, storage_url) < 5 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.3)
@@ -175,6 +203,7 @@ def test_driver_sigkill_then_resume(storage_url: str, tmp_path: Path, ray_sessio
     assert len(lines) == 1 and f"pid {proc.pid}" in lines[0] and "is being run by" in lines[0]
     proc.kill()
     proc.wait(timeout=60)
+    gate.touch()  # the re-run trials may now finish
     # The driver's actors die with it (Ray's ownership); wait until its coordinator is gone.
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and list_actors(

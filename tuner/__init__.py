@@ -17,6 +17,7 @@ from tuner._errors import (
     Diverged,
     SpecError,
     StorageError,
+    StudyBusyError,
     StudyCancelled,
     StudyExistsError,
     StudyNotFoundError,
@@ -30,7 +31,7 @@ from tuner.spec import StudySpec, load_spec
 __all__ = [
     "submit", "resume", "load_study", "list_studies", "load_spec", "Study", "StudySummary",
     "TrialRecord", "TrialPage", "StageInfo", "StudySpec", "TrialContext", "TunerError", "SpecError", "StorageError",
-    "StudyNotFoundError", "StudyExistsError", "StudyCancelled", "TrainableError", "Diverged",
+    "StudyNotFoundError", "StudyExistsError", "StudyBusyError", "StudyCancelled", "TrainableError", "Diverged",
 ]
 
 
@@ -58,11 +59,12 @@ def submit(
 
     from tuner._warm_start import plan_warm_start
     from tuner.execution import run_study
-    from tuner.spec import check_runtime
+    from tuner.spec import check_resources, check_runtime
 
     parsed = load_spec(spec, **{"study": name, "trials": trials, "resources.workers": workers,
                                 "sampler.kind": sampler, "sampler.seed": seed, "epochs": epochs})
     check_runtime(parsed)
+    check_resources(parsed, address)
     plan = plan_warm_start(parsed, warm_start, storage, warm_start_k) if warm_start else None
     if plan is not None and plan.summary(str(warm_start)):
         warnings.warn(str(plan.summary(str(warm_start))), UserWarning, stacklevel=2)

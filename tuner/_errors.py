@@ -35,6 +35,10 @@ class SpecError(TunerError):
         self.message = message
         super().__init__(f"{field}: {message}" if field else message)
 
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        # Ray pickles an actor's exception to re-raise it in the driver: rebuild from the fields
+        return (type(self), (self.field, self.message))
+
 
 class StorageError(TunerError):
     """The database could not be reached or its schema is not what tuner expects."""
@@ -73,4 +77,8 @@ class Diverged(TunerError):
 
     def __init__(self, epoch: int, metric: str = "train_loss") -> None:
         self.epoch = epoch
+        self.metric = metric
         super().__init__(f"{metric} became NaN/inf at epoch {epoch}")
+
+    def __reduce__(self) -> tuple[type, tuple[int, str]]:
+        return (type(self), (self.epoch, self.metric))

@@ -18,6 +18,7 @@ import streamlit as st
 from sqlalchemy.engine import make_url
 
 import tuner
+from tuner._secrets import scrub
 from tuner.storage import redact, resolve_url
 
 __all__ = [
@@ -87,12 +88,9 @@ def shown_url() -> str:
 
 
 def safe(message: str) -> str:
-    """``message`` with the storage password (if any, anywhere in it) replaced by ``***``."""
-    try:
-        password = make_url(resolve_url(None)).password
-    except Exception:  # noqa: BLE001 - not a URL: then it holds no password to hide
-        password = None
-    return message.replace(str(password), "***") if password else message
+    """``message`` with the storage's passwords (user info or ``?password=``, anywhere in it)
+    replaced by ``***``."""
+    return scrub(message, [resolve_url(None)])
 
 
 def page(body: Callable[[], None]) -> Callable[[], None]:

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional, TypeVar
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 import tuner
 from tuner._errors import TunerError
+from tuner._secrets import scrub
+from tuner._text import MAX_LINE, one_line
 from tuner.cli._format import render_rows, render_trials
 from tuner.cli._progress import StudyProgress
+from tuner.storage import ENV_VAR
 
 __all__ = ["app", "main"]
 
@@ -53,13 +58,23 @@ def _interrupt_on_term() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def _error_line(e: TunerError) -> str:
+    """The one line an error prints: no database password (from --storage or $TUNER_STORAGE, in
+    any form), no line breaks or control characters, at most ``MAX_LINE`` characters."""
+    ctx = click.get_current_context(silent=True)
+    urls = [ctx.params.get("storage") if ctx is not None else None, os.environ.get(ENV_VAR)]
+    return one_line("error: " + scrub(str(e), urls), MAX_LINE)
+
+
 def _guard(fn: Callable[[], T]) -> T:
     """Run a command body: TunerError -> one line on stderr and its exit code; ^C -> 130."""
     try:
         return fn()
     except TunerError as e:
+        line = _error_line(e).removeprefix("error: ")
         # escaped: a message may hold brackets (pip install 'tuner[dashboard]') that are not markup
-        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True,
+                  emoji=False)
         raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt:
         err.print("interrupted: running trials were marked FAIL (interrupted) and will re-run on "
@@ -89,12 +104,14 @@ def submit(
     """Run a study to completion (local Ray by default), then print the best trials."""
     def body() -> None:
         from tuner.execution import run_study
-        from tuner.spec import check_runtime
+        from tuner.spec import check_resources, check_runtime
 
         parsed = tuner.load_spec(spec, **{
             "study": name, "trials": trials, "resources.workers": workers, "sampler.kind": sampler,
             "sampler.seed": seed, "epochs": epochs})
         check_runtime(parsed)
+        if not detach:  # a detached study runs on the cluster, which decides what fits
+            check_resources(parsed, address)
         plan = None
         if warm_start is not None:
             from tuner._warm_start import plan_warm_start
@@ -167,14 +184,21 @@ def _finish(study: str, storage: str | None, final: dict[str, Any]) -> None:
 
 
 @app.command()
-def validate(spec: Annotated[Path, typer.Argument(help="Study spec (YAML).")]) -> None:
-    """Check a spec (fields, ranges, dataset file, trainable import) without running it."""
+def validate(
+    spec: Annotated[Path, typer.Argument(help="Study spec (YAML).")],
+    address: Annotated[Optional[str], typer.Option(
+        help="The Ray cluster it will run on: resources are then not checked against this "
+             "machine.")] = None,
+) -> None:
+    """Check a spec without running it: every check `submit` makes before Ray starts (fields,
+    ranges, the dataset file, trainable import, built-in values, sampler, resources)."""
     def body() -> None:
         from tuner.samplers import grid_size
-        from tuner.spec import check_runtime
+        from tuner.spec import check_resources, check_runtime
 
         parsed = tuner.load_spec(spec)
         check_runtime(parsed)
+        check_resources(parsed, address)
         extra = f", grid of {grid_size(parsed)}" if parsed.sampler.kind == "grid" else ""
         out.print(f"ok: study '{parsed.study}', {len(parsed.params)} params, {parsed.trials} trials,"
                   f" sampler {parsed.sampler.kind}{extra}")

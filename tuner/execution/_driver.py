@@ -11,7 +11,7 @@ import os
 from typing import Any, Callable
 
 import ray
-from ray.exceptions import RayActorError, RaySystemError, RayTaskError
+from ray.exceptions import RayActorError, RayError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from tuner._errors import SpecError, StorageError, StudyCancelled, TunerError
@@ -92,7 +92,10 @@ def run_study(
         return _drive(spec, url, run, address=address, resume=resume, trials=trials,
                       on_progress=on_progress, poll_s=poll_s, job=job, warm_start=warm_start,
                       retry_for_s=retry_for_s)
-    except (RayActorError, RayTaskError, RaySystemError) as e:
+    except RayError as e:  # anything Ray wraps that is not one of ours: one line, not a dump
+        cause = getattr(e, "cause", None)
+        if isinstance(cause, TunerError):
+            raise cause from None
         raise TunerError(f"the study stopped: {_last_line(e)}") from None
     finally:
         try:

@@ -5,7 +5,8 @@ away: the job's entrypoint is ``python -m tuner.execution._job_main``, the resol
 the job's runtime environment and, when the study needs files from the submitting directory (a
 user trainable, a dataset file), that directory travels as the job's ``working_dir``.
 
-Credentials: a database URL that carries a password is *not* put into the job (Ray shows a job's
+Credentials: a database URL that carries a password (in its user info or its query string,
+``?password=``) is *not* put into the job (Ray shows a job's
 runtime environment to anyone who can reach its dashboard); the job then uses the cluster's own
 ``$TUNER_STORAGE``, which deploy/ sets from a secret on every node.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from tuner._errors import SpecError, StudyNotFoundError, TunerError
+from tuner._secrets import has_password as url_has_password
 from tuner.execution._control import job_of, request_cancel
 from tuner.spec import StudySpec
 from tuner.storage import open_storage, redact
@@ -33,6 +36,8 @@ _EXCLUDES = [".git", ".venv", "venv", "__pycache__", "*.pyc", "*.db", "*.db-wal"
              "*.sqlite", ".mypy_cache", ".pytest_cache", ".ruff_cache", "node_modules"]
 _ACTIVE = ("PENDING", "RUNNING")
 _LOCAL = ("127.0.0.1", "localhost", "::1")
+_AGENT_WAIT_S = 30.0
+"""How long a submission waits for the head's job agent to register (a head just started)."""
 _STOP_GRACE_S = "60"  # SIGTERM -> SIGKILL wait: time for running trials to be marked and flushed
 
 
@@ -78,7 +83,8 @@ def submit_detached(spec: StudySpec, storage_url: str, address: str | None,
                     trials: int | None = None) -> DetachedJob:
     """Submit ``spec`` as a Ray job and return at once; the job runs the study to its count
     (``resume``: continues a stored study, to ``trials`` if given)."""
-    from tuner.execution._driver import _check_study_name, absolute_url
+    from tuner.execution._driver import absolute_url
+    from tuner.storage._runs import check_name
 
     url = absolute_url(storage_url)
     where = jobs_address(address)
@@ -87,7 +93,11 @@ def submit_detached(spec: StudySpec, storage_url: str, address: str | None,
                         f"cluster at {where}; use a shared database (postgresql+psycopg://...)")
     client = _client(address)
     api = client.get_address()
-    _check_study_name(spec.study, url, resume=resume)
+    storage = open_storage(url)
+    try:
+        check_name(storage, spec.study, resume=resume)
+    finally:
+        storage.engine.dispose()
     code = Path(code_dir or os.getcwd()).resolve()
     spec_json, needs_code = _portable(spec, code)
     job_id = f"tuner-{spec.study}-{uuid.uuid4().hex[:8]}"
@@ -97,17 +107,25 @@ def submit_detached(spec: StudySpec, storage_url: str, address: str | None,
         env["TUNER_JOB_RESUME"] = "1"
     if trials is not None:
         env["TUNER_JOB_TRIALS"] = str(trials)
-    has_password = bool(urlparse(url).password)
+    has_password = url_has_password(url)  # user info or query (?password=): never shipped
     if not has_password:
         env["TUNER_STORAGE"] = url
     runtime_env: dict[str, Any] = {"env_vars": env}
     if needs_code:
         runtime_env.update(working_dir=str(code), excludes=_EXCLUDES)
-    try:
-        client.submit_job(entrypoint=ENTRYPOINT, submission_id=job_id, runtime_env=runtime_env,
-                          metadata={"tuner_study": spec.study, "tuner_storage": redact(url)})
-    except Exception as e:  # noqa: BLE001 - Ray's errors here are plain RuntimeErrors
-        raise TunerError(f"Ray refused the job: {_first_line(e)}") from None
+    deadline = time.monotonic() + _AGENT_WAIT_S
+    while True:
+        try:
+            client.submit_job(entrypoint=ENTRYPOINT, submission_id=job_id, runtime_env=runtime_env,
+                              metadata={"tuner_study": spec.study, "tuner_storage": redact(url)})
+            break
+        except Exception as e:  # noqa: BLE001 - Ray's errors here are plain RuntimeErrors
+            # A head whose job agent has not (re)registered yet answers 500 "No available agent
+            # to submit job, please try again later": transient by Ray's own words, so wait.
+            if "No available agent" in str(e) and time.monotonic() < deadline:
+                time.sleep(1.0)
+                continue
+            raise TunerError(f"Ray refused the job: {_first_line(e)}") from None
     return DetachedJob(job_id, spec.study, api, storage_shipped=not has_password)
 
 

@@ -10,11 +10,13 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, get_args, get_origin
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from tuner._errors import SpecError, TunerError
+from tuner._text import excerpt
+from tuner.spec._limits import check_plain, field_path
 from tuner.spec._model import StudySpec
+from tuner.spec._yaml import read_spec_file
 
 __all__ = ["load_spec", "parse_spec", "check_runtime", "spec_json_schema"]
 
@@ -31,34 +33,35 @@ def load_spec(source: str | Path | Mapping[str, Any] | StudySpec, **overrides: A
     if isinstance(source, StudySpec):
         data: dict[str, Any] = source.to_json_dict()
     elif isinstance(source, Mapping):
+        check_plain(dict(source), strict_types=False)  # before json.dumps, which recurses
         data = json.loads(json.dumps(dict(source), default=str))
     else:
         path = Path(source)
-        if not path.is_file():
-            raise SpecError("spec", f"file '{path}' does not exist; check the path")
-        base = path.resolve().parent
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(e, "problem", None) or "not valid YAML"
-            raise SpecError("spec", f"{problem}{where}; fix the YAML syntax") from None
+        data = read_spec_file(path)
+        if data is None:
+            data = {}
         if not isinstance(data, dict):
             raise SpecError("spec", "the file must hold a mapping (key: value lines) at top level")
+        check_plain(data)
+        base = path.resolve().parent
     for key, value in overrides.items():
         if value is not None:
             _set_dotted(data, key, value)
     spec = parse_spec(data)
     if spec.dataset is not None and spec.dataset.name.startswith(_FILE_PREFIXES):
         kind, _, file = spec.dataset.name.partition(":")
-        resolved = (base / file).resolve() if not Path(file).is_absolute() else Path(file)
+        resolved = Path(file) if Path(file).is_absolute() else base / file
+        try:
+            resolved = resolved.resolve()
+        except (OSError, ValueError):  # a NUL byte, a name too long: check_runtime says which
+            pass
         spec.dataset.name = f"{kind}:{resolved}"
     return spec
 
 
 def parse_spec(data: Mapping[str, Any]) -> StudySpec:
     """Validate a plain mapping; raise ``SpecError`` naming the first bad field."""
+    check_plain(dict(data), strict_types=False)
     try:
         return StudySpec.model_validate(dict(data))
     except ValidationError as e:
@@ -69,31 +72,45 @@ def parse_spec(data: Mapping[str, Any]) -> StudySpec:
 
 
 def check_runtime(spec: StudySpec) -> None:
-    """Checks that touch the outside world: the dataset file exists, the trainable imports.
+    """Every check ``tuner submit`` makes before Ray starts, but the machine's resources
+    (``tuner.spec.check_resources``, which depends on where the study runs): the trainable imports, a
+    built-in's keys and values, the dataset loads (header and first rows), the objective is
+    reported, and the sampler, pruner and grid can be built.
 
     Built-in trainables are checked by name, without importing torch (seconds the CLI would
-    otherwise spend before Ray even starts); a user's trainable is imported.
+    otherwise spend before Ray even starts); a user's trainable is imported, which runs its
+    module's code.
     """
-    from tuner.training._checks import BUILTIN_NAMES, check_builtin_spec, check_dataset_spec
+    from tuner.spec._preflight import check_search
+    from tuner.training._checks import (
+        BUILTIN_NAMES,
+        check_builtin_metric,
+        check_builtin_spec,
+        check_dataset_spec,
+        check_image_shape,
+    )
 
-    if spec.trainable.startswith("builtin:"):
-        name = spec.trainable.split(":", 1)[1]
-        if name not in BUILTIN_NAMES:
-            raise SpecError("trainable", f"unknown built-in {spec.trainable!r}; use one of "
-                            + ", ".join(f"builtin:{n}" for n in BUILTIN_NAMES))
-    else:
+    builtin = spec.trainable.split(":", 1)[1] if spec.trainable.startswith("builtin:") else None
+    if builtin is not None and builtin not in BUILTIN_NAMES:
+        raise SpecError("trainable", f"unknown built-in {excerpt(spec.trainable)}; use one of "
+                        + ", ".join(f"builtin:{n}" for n in BUILTIN_NAMES))
+    if builtin is None:
         from tuner.training._resolve import resolve_trainable
 
         try:
             resolve_trainable(spec.trainable)
         except TunerError as e:
             raise SpecError("trainable", str(e)) from None
-    if spec.trainable.startswith("builtin:"):
-        check_builtin_spec(spec.trainable.split(":", 1)[1], dict(spec.params), dict(spec.fixed),
-                           spec.dataset.model_dump() if spec.dataset else None,
+    dataset = spec.dataset.model_dump() if spec.dataset else None
+    if builtin is not None:
+        check_builtin_spec(builtin, dict(spec.params), dict(spec.fixed), dataset,
                            spec.resources.gpus_per_trial)
-    if spec.dataset is not None:
-        check_dataset_spec(spec.dataset.model_dump())
+    if dataset is not None:
+        info = check_dataset_spec(dataset)
+        if builtin is not None:
+            check_image_shape(builtin, dataset, info)
+            check_builtin_metric(builtin, spec.objective.metric, info.task)
+    check_search(spec)
 
 
 def spec_json_schema() -> dict[str, Any]:
@@ -110,42 +127,46 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise SpecError(key, f"cannot override inside a non-mapping value at '{part}'")
+            raise SpecError(field_path(parts), f"cannot override inside a non-mapping value at "
+                            f"{excerpt(part)}")
     node[parts[-1]] = value
 
 
 def _explain(err: Mapping[str, Any]) -> tuple[str, str]:
-    loc = [str(p) for p in err["loc"]]
+    """pydantic's error -> ``(field, "problem; fix")``; user input is only ever quoted short."""
+    raw_loc = list(err["loc"])
+    loc = [str(p) for p in raw_loc]
     kind = err["type"]
     msg = str(err["msg"])
+    given = excerpt(err.get("input"))
     if kind == "value_error":
         msg = msg.removeprefix("Value error, ")
         head, sep, rest = msg.partition(": ")
         if not loc and sep and head.split(".")[0] in StudySpec.model_fields:
             return head, rest
-    path = _strip_tags(loc)
-    field = ".".join(path) or "spec"
+    field = field_path(_strip_tags(raw_loc))
     if kind == "extra_forbidden":
         valid = _valid_keys(loc[:-1])
         hint = f"; valid keys here: {', '.join(valid)}" if valid else "; remove it"
-        return field, f"unknown key '{loc[-1]}'{hint}"
+        return field, f"unknown key {excerpt(raw_loc[-1])}{hint}"
     if kind == "missing":
         return field, "is required; add it"
     if kind == "union_tag_invalid":
-        return field + ".type", f"unknown type {err.get('input', {}).get('type')!r}; use float, int or categorical"
+        tag = err.get("input", {}).get("type") if isinstance(err.get("input"), dict) else None
+        return field + ".type", f"unknown type {excerpt(tag)}; use float, int or categorical"
     if kind == "union_tag_not_found":
         return field, "missing 'type'; add type: float, int or categorical"
     if kind == "literal_error":
-        return field, f"got {err.get('input')!r}; {msg[0].lower()}{msg[1:]}"
+        return field, f"got {given}; {msg[0].lower()}{msg[1:]}"
     if kind == "value_error":
         return field, msg
-    return field, f"{msg[0].lower()}{msg[1:]}, got {err.get('input')!r}"
+    return field, f"{msg[0].lower()}{msg[1:]}, got {given}"
 
 
 _TAGS = {"float", "int", "categorical"}
 
 
-def _strip_tags(loc: list[str]) -> list[str]:
+def _strip_tags(loc: list[Any]) -> list[Any]:
     """Drop pydantic's union-tag segment: ``params.lr.float.low`` -> ``params.lr.low``."""
     out = []
     for i, part in enumerate(loc):

@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tuner._text import excerpt
+from tuner.spec._limits import SEED_MAX
 from tuner.spec._params import ParamSpec
 
 __all__ = [
@@ -30,7 +32,17 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and infinities are never usable settings (nor storable as JSON: they would become null)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def _seed(description: str) -> Any:
+    """A seed field: NumPy's and Optuna's generators take 0 .. 2**32 - 1, nothing else."""
+    return Field(default=None, ge=0, le=SEED_MAX, description=description)
+
+
+_RAY_UNIT = 0.0001
+"""Ray schedules resources in steps of 1/10,000; a smaller nonzero share cannot be granted."""
 
 
 class DatasetSpec(_Strict):
@@ -41,7 +53,7 @@ class DatasetSpec(_Strict):
     normalize: Literal["zscore", "minmax", "none"] = "zscore"
     target: str | None = None
     task: Literal["auto", "classification", "regression"] = "auto"
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=SEED_MAX, description="seed of the split and of synthetic data")
     n_samples: int = Field(default=1000, ge=10)
     n_features: int = Field(default=20, ge=1)
     n_classes: int = Field(default=2, ge=2)
@@ -59,7 +71,7 @@ class ObjectiveSpec(_Strict):
 
 class SamplerSpec(_Strict):
     kind: str = "random"
-    seed: int | None = None
+    seed: int | None = _seed("sampler seed (0 .. 2**32 - 1)")
     n_startup_trials: int = Field(default=10, ge=0, description="tpe: random trials before modelling")
     stages: int | None = Field(default=None, ge=1, description="coarse-to-fine: number of stages (3)")
     top_k: int = Field(default=3, ge=1, description="coarse-to-fine: best trials defining the next box")
@@ -72,7 +84,7 @@ class SamplerSpec(_Strict):
     @classmethod
     def _known(cls, v: str) -> str:
         if v not in SAMPLER_KINDS:
-            raise ValueError(f"unknown sampler '{v}'; use one of: {', '.join(SAMPLER_KINDS)}")
+            raise ValueError(f"unknown sampler {excerpt(v)}; use one of: {', '.join(SAMPLER_KINDS)}")
         return v
 
 
@@ -110,7 +122,7 @@ class PrunerSpec(_Strict):
     @classmethod
     def _known(cls, v: str) -> str:
         if v not in PRUNER_KINDS:
-            raise ValueError(f"unknown pruner '{v}'; use one of: {', '.join(PRUNER_KINDS)}")
+            raise ValueError(f"unknown pruner {excerpt(v)}; use one of: {', '.join(PRUNER_KINDS)}")
         return v
 
     def check(self, epochs: int) -> None:
@@ -148,8 +160,28 @@ class PrunerSpec(_Strict):
 
 class ResourcesSpec(_Strict):
     workers: int = Field(default=1, ge=1, le=4096)
-    cpus_per_trial: float = Field(default=1, gt=0)
-    gpus_per_trial: float = Field(default=0, ge=0)
+    cpus_per_trial: float = Field(default=1, ge=_RAY_UNIT, le=1_000_000)
+    gpus_per_trial: float = Field(default=0, ge=0, le=1_000_000)
+    pack: Literal["auto"] | Annotated[int, Field(ge=1, le=1024)] = Field(
+        default=1,
+        description="builtin:mlp/cnn: trials a worker trains at once as one fused model (1: one "
+                    "at a time; auto: the size that trains fastest on the worker's device, "
+                    "within its memory); user trainables always run one at a time")
+
+    @field_validator("pack", mode="before")
+    @classmethod
+    def _pack(cls, v: Any) -> Any:
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1024):
+            return v
+        raise ValueError(f"must be 'auto' or a whole number from 1 to 1024, got {v!r:.60}")
+
+    @field_validator("gpus_per_trial")
+    @classmethod
+    def _schedulable(cls, v: float) -> float:
+        if 0 < v < _RAY_UNIT:
+            raise ValueError(f"{v:g} GPUs per trial is below Ray's smallest share ({_RAY_UNIT}); "
+                             f"use 0 or at least {_RAY_UNIT}")
+        return v
 
 
 class StudySpec(_Strict):
@@ -163,21 +195,21 @@ class StudySpec(_Strict):
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
     trials: int = Field(default=20, ge=1, le=1_000_000)
     epochs: int = Field(default=10, ge=1, le=100_000)
-    seed: int | None = Field(default=None, description="base seed for weight init and shuffling")
+    seed: int | None = _seed("base seed for weight init and shuffling (0 .. 2**32 - 1)")
     trial_timeout_s: float | None = Field(
         default=None, gt=0, le=30 * 24 * 3600,
         description="a trial running longer fails with reason 'timeout' (uses budget); its worker "
                     "process is killed and replaced")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    params: dict[str, ParamSpec] = Field(default_factory=dict)
+    params: dict[str, ParamSpec] = Field(default_factory=dict, validate_default=True)
     fixed: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("study")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _NAME.match(v):
+        if not _NAME.fullmatch(v):  # match() would let a trailing newline through
             raise ValueError(
-                f"'{v}' is not a usable study name; use letters, digits, '-', '_' or '.'"
+                f"{excerpt(v)} is not a usable study name; use letters, digits, '-', '_' or '.'"
                 " (at most 128, starting with a letter or digit)"
             )
         return v
@@ -187,7 +219,7 @@ class StudySpec(_Strict):
         ps = self.sampler.trials_per_stage
         if ps is not None and (min(ps, default=0) < 1 or sum(ps) != self.trials):
             raise ValueError(
-                f"sampler: trials_per_stage {ps} must be positive and add up to trials={self.trials};"
+                f"sampler: trials_per_stage {excerpt(ps)} must be positive and add up to trials={self.trials};"
                 " fix the counts or drop trials_per_stage"
             )
         if ps is not None and self.sampler.stages is not None and self.sampler.stages != len(ps):
@@ -197,7 +229,7 @@ class StudySpec(_Strict):
         overlap = sorted(set(self.params) & set(self.fixed))
         if overlap:
             raise ValueError(
-                f"fixed: '{overlap[0]}' is both searched (params) and fixed; keep it in one of them"
+                f"fixed: {excerpt(overlap[0])} is both searched (params) and fixed; keep it in one of them"
             )
         if self.trainable.startswith("builtin:") and self.dataset is None:
             raise ValueError(

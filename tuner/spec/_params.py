@@ -12,11 +12,23 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tuner._text import excerpt
+
 __all__ = ["FloatParam", "IntParam", "CategoricalParam", "ParamSpec", "powers_of_two"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinities are never a usable bound, step or choice (samplers do arithmetic on them)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+_INT64_MAX = 2**63 - 1
+
+
+def _check_step(low: float, high: float, step: float | None) -> None:
+    if step is not None and step > high - low:
+        raise ValueError(f"step {step} is larger than the range high - low = {high - low}; "
+                         "lower step or widen the range")
 
 
 def powers_of_two(low: int, high: int) -> list[int]:
@@ -47,6 +59,12 @@ class FloatParam(_Strict):
             raise ValueError(
                 f"low < high must hold, got low={self.low}, high={self.high}; swap them or widen the range"
             )
+        if not math.isfinite(self.high - self.low):
+            raise ValueError(
+                f"high - low must be a finite number, got low={self.low:g}, high={self.high:g}; "
+                "narrow the range (e.g. within +-1e300)"
+            )
+        _check_step(self.low, self.high, self.step)
         if self.scale == "log" and self.low <= 0:
             raise ValueError(
                 f"log scale needs low > 0, got low={self.low}; use a positive low such as 1e-5"
@@ -78,6 +96,12 @@ class IntParam(_Strict):
             raise ValueError(
                 f"low < high must hold, got low={self.low}, high={self.high}; swap them or widen the range"
             )
+        if self.high - self.low > _INT64_MAX or max(abs(self.low), abs(self.high)) > _INT64_MAX:
+            raise ValueError(
+                f"high - low must fit in a 64-bit integer, got low={self.low}, high={self.high}; "
+                "narrow the range"
+            )
+        _check_step(self.low, self.high, self.step)
         if self.scale in ("log", "pow2") and self.low <= 0:
             raise ValueError(
                 f"{self.scale} scale needs low >= 1, got low={self.low}; use low: 1 or scale: linear"
@@ -105,8 +129,15 @@ class CategoricalParam(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> CategoricalParam:
-        if len(set(map(repr, self.choices))) != len(self.choices):
-            raise ValueError(f"choices must be distinct, got {self.choices}; remove the repeats")
+        seen: set[str] = set()
+        for choice in self.choices:
+            if repr(choice) in seen:
+                raise ValueError(f"choices must be distinct, {excerpt(choice)} is listed twice; "
+                                 "remove the repeats")
+            seen.add(repr(choice))
+            if isinstance(choice, int) and not -_INT64_MAX - 1 <= choice <= _INT64_MAX:
+                raise ValueError(f"choice {excerpt(choice)} is outside the 64-bit integer range; "
+                                 "use a smaller number")
         return self
 
 

@@ -22,7 +22,7 @@ from tuner.storage import _lease, _optuna
 from tuner.storage._engine import Storage
 from tuner.storage._tables import StudyRow
 
-__all__ = ["Run", "begin_run", "end_run", "renew_run"]
+__all__ = ["Run", "begin_run", "check_name", "end_run", "renew_run"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,25 @@ def begin_run(storage: Storage, name: str, *, resume: bool, direction: str = "mi
             if attempt == 1:
                 raise
     raise AssertionError("unreachable")
+
+
+def check_name(storage: Storage, name: str, *, resume: bool) -> None:
+    """Refuse early what ``begin_run`` would refuse, without writing anything.
+
+    A detached study starts its run on the cluster, minutes later; this lets ``--detach`` fail at
+    the prompt instead (a new name that exists, a resume of a missing or live study). The run
+    itself still decides in one transaction, so a race between this check and it is safe.
+    """
+    with storage.engine.connect() as conn:
+        if not resume:
+            exists = conn.execute(sa.select(_optuna.studies.c.study_id)
+                                  .where(_optuna.studies.c.study_name == name)).scalar()
+            if exists is not None:
+                raise StudyExistsError(_exists(storage, name))
+            return
+        holder = _lease.holder_of(conn, _existing(conn, name))
+    if holder is not None and not holder.stale(_optuna.utcnow()):
+        raise StudyBusyError(_busy(name, holder))
 
 
 def renew_run(storage: Storage, run: Run) -> bool:

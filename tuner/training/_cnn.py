@@ -17,11 +17,11 @@ from torch import nn
 
 from tuner._errors import SpecError
 from tuner.training import _params
-from tuner.training._mlp import ACTIVATIONS, INITS, init_weights, make_activation
+from tuner.training._mlp import init_weights, make_activation
+from tuner.training._names import ACTIVATIONS, INITS, MAX_KERNEL, MAX_LAYERS, MAX_WIDTH, POOLS
 
 __all__ = ["POOLS", "build_cnn"]
 
-POOLS = ("max", "avg", "none")
 
 
 def _channels(config: Mapping[str, Any], layers: int) -> list[int]:
@@ -30,8 +30,9 @@ def _channels(config: Mapping[str, Any], layers: int) -> list[int]:
         if len(channels) != layers:
             raise SpecError("params.channels", f"has {len(channels)} entries but layers is {layers}; "
                             "give one per conv layer or a single number shared by all")
-        return [_params.integer({"channels": c}, "channels", 32, low=1) for c in channels]
-    return [_params.integer(config, "channels", 32, low=1)] * layers
+        return [_params.integer({"channels": c}, "channels", 32, low=1, high=MAX_WIDTH)
+                for c in channels]
+    return [_params.integer(config, "channels", 32, low=1, high=MAX_WIDTH)] * layers
 
 
 def build_cnn(config: Mapping[str, Any], image_shape: tuple[int, int, int], n_outputs: int
@@ -44,9 +45,9 @@ def build_cnn(config: Mapping[str, Any], image_shape: tuple[int, int, int], n_ou
     """
     given = config.get("channels")
     layers = _params.integer(config, "layers", len(given) if isinstance(given, (list, tuple)) else 2,
-                             low=1)
+                             low=1, high=MAX_LAYERS)
     widths = _channels(config, layers)
-    kernel = _params.integer(config, "kernel_size", 3, low=1)
+    kernel = _params.integer(config, "kernel_size", 3, low=1, high=MAX_KERNEL)
     pool = _params.choice(config, "pool", POOLS, "max")
     activation = _params.choice(config, "activation", ACTIVATIONS, "relu")
     init = _params.choice(config, "init", INITS, "xavier" if activation in ("tanh", "sigmoid") else "he")

@@ -14,11 +14,10 @@ from torch import nn
 
 from tuner._errors import SpecError
 from tuner.training import _params
+from tuner.training._names import ACTIVATIONS, INITS, MAX_LAYERS, MAX_WIDTH
 
 __all__ = ["ACTIVATIONS", "INITS", "build_mlp", "init_weights", "make_activation"]
 
-ACTIVATIONS = ("relu", "leaky_relu", "prelu", "tanh", "sigmoid")
-INITS = ("he", "xavier")
 _LEAKY_SLOPE = 0.01
 _PRELU_START = 0.25  # nn.PReLU's initial slope
 _GAIN_NAME: dict[str, Literal["relu", "leaky_relu", "tanh", "sigmoid"]] = {
@@ -65,8 +64,9 @@ def _hidden_units(config: Mapping[str, Any], layers: int) -> list[int]:
                 f"has {len(units)} entries but layers is {layers}; give one per hidden layer "
                 "or a single number shared by all",
             )
-        return [_params.integer({"hidden_units": u}, "hidden_units", 64, low=1) for u in units]
-    return [_params.integer(config, "hidden_units", 64, low=1)] * layers
+        return [_params.integer({"hidden_units": u}, "hidden_units", 64, low=1, high=MAX_WIDTH)
+                for u in units]
+    return [_params.integer(config, "hidden_units", 64, low=1, high=MAX_WIDTH)] * layers
 
 
 def build_mlp(config: Mapping[str, Any], n_features: int, n_outputs: int) -> nn.Module:
@@ -77,7 +77,7 @@ def build_mlp(config: Mapping[str, Any], n_features: int, n_outputs: int) -> nn.
     """
     units_given = config.get("hidden_units")
     default_layers = len(units_given) if isinstance(units_given, (list, tuple)) else 2
-    layers = _params.integer(config, "layers", default_layers, low=0)
+    layers = _params.integer(config, "layers", default_layers, low=0, high=MAX_LAYERS)
     widths = _hidden_units(config, layers)
     activation = _params.choice(config, "activation", ACTIVATIONS, "relu")
     default_init = "xavier" if activation in ("tanh", "sigmoid") else "he"

@@ -15,11 +15,10 @@ import torch
 
 from tuner._errors import SpecError
 from tuner.training import _params
+from tuner.training._names import LR_DECAYS, OPTIMIZERS
 
 __all__ = ["OPTIMIZERS", "LR_DECAYS", "default_lr", "build_optimizer", "build_scheduler"]
 
-OPTIMIZERS = ("sgd", "rmsprop", "adam", "adamw", "adagrad", "adadelta")
-LR_DECAYS = ("none", "inverse", "exponential", "step", "cosine", "warmup")
 _DECAY_RATE_DEFAULT = {"inverse": 1.0, "exponential": 0.95, "step": 0.5}
 _FUSED_DEVICES: dict[object, tuple[str, ...]] = {
     torch.optim.SGD: ("cpu", "cuda"),

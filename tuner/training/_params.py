@@ -13,12 +13,13 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from tuner._errors import SpecError
+from tuner._text import excerpt
 
 __all__ = ["choice", "real", "integer", "flag"]
 
 
 def _field(section: str, key: str) -> str:
-    return f"{section}.{key}"
+    return f"{section}.{key if key.isidentifier() else excerpt(key)}"
 
 
 def choice(
@@ -35,7 +36,7 @@ def choice(
         value = default
     if not isinstance(value, str) or value.lower() not in options:
         valid = ", ".join(sorted(options))
-        raise SpecError(_field(section, key), f"got {value!r}; choose one of: {valid}")
+        raise SpecError(_field(section, key), f"got {excerpt(value)}; choose one of: {valid}")
     return value.lower()
 
 
@@ -55,7 +56,7 @@ def real(
     if value is None:
         value = default
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise SpecError(_field(section, key), f"must be a finite number, got {value!r}")
+        raise SpecError(_field(section, key), f"must be a finite number, got {excerpt(value)}")
     value = float(value)
     too_low = low is not None and (value <= low if low_open else value < low)
     too_high = high is not None and (value >= high if high_open else value > high)
@@ -69,18 +70,21 @@ def real(
 
 
 def integer(
-    config: Mapping[str, Any], key: str, default: int, *, low: int = 0, section: str = "params"
+    config: Mapping[str, Any], key: str, default: int, *, low: int = 0, high: int | None = None,
+    section: str = "params",
 ) -> int:
-    """A whole number ``>= low``; floats such as ``64.0`` from a sampler are accepted."""
+    """A whole number in ``[low, high]``; floats such as ``64.0`` from a sampler are accepted."""
     value = config.get(key, default)
     if value is None:
         value = default
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise SpecError(_field(section, key), f"must be a whole number, got {value!r}")
+        raise SpecError(_field(section, key), f"must be a whole number, got {excerpt(value)}")
     if value < low:
-        raise SpecError(_field(section, key), f"must be >= {low}, got {value!r}")
+        raise SpecError(_field(section, key), f"must be >= {low}, got {excerpt(value)}")
+    if high is not None and value > high:
+        raise SpecError(_field(section, key), f"must be <= {high:,}, got {excerpt(value)}")
     return value
 
 
@@ -92,5 +96,5 @@ def flag(config: Mapping[str, Any], key: str, default: bool, *, section: str = "
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
     if not isinstance(value, bool):
-        raise SpecError(_field(section, key), f"must be true or false, got {value!r}")
+        raise SpecError(_field(section, key), f"must be true or false, got {excerpt(value)}")
     return value
