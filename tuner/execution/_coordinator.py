@@ -18,6 +18,16 @@ Counting rule: a trial *uses budget* when its outcome says something about its h
 that failed for reasons outside it (``tuner._reasons.INFRA_REASONS``) is marked FAIL with that
 reason and its params are queued again, so the study ends with exactly ``trials`` outcomes.
 Trials run by other writers never use tuner's budget.
+
+Packs (``resources.pack`` > 1, built-in trainables only): :meth:`Coordinator.next_pack` asks
+ahead, holds the asked trials in memory only (RUNNING there, so TPE's constant liar sees them;
+nothing in the database yet, and they count against the budget), groups them by
+``tuner.training._pack_key.pack_key`` (and the coarse-to-fine stage, so a pack never spans a
+stage and asks never run past a stage boundary while trials of the current one are held) and
+sends a worker up to P trials of one group. Each member is then created or claimed in the
+database as a single trial is and ends on its own through the same ``_finish``/``_fail``; a
+lost worker fails every member it held, and a timed-out member fails alone (the worker is
+killed only once none of its members is left running).
 """
 
 from __future__ import annotations
@@ -47,6 +57,7 @@ from tuner.storage import TrialRow, open_storage
 from tuner.storage import _optuna as rows
 from tuner.storage._lease import RENEW_S
 from tuner.storage._runs import Run, end_run, renew_run
+from tuner.training._pack_key import PACKABLE_KINDS, pack_key, pack_widths
 
 __all__ = ["Coordinator", "Assignment", "TrialResult", "INFRA_REASONS"]
 
@@ -55,6 +66,14 @@ MAX_LOSSES = 3
 """A configuration whose worker died this many times is failed for good (``crashed``), not
 re-queued: a trial that kills its process (host out of memory, a segfault) would loop forever."""
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+AHEAD = 16
+"""Packs: asked-but-unsent trials are held up to ``AHEAD`` x the pack size (random, grid and
+coarse-to-fine draw independently of results, so asking ahead costs nothing but memory); TPE
+holds at most one pack's worth beyond what it sends, since its draws use the results so far."""
+WIDTH_RATIO, WIDTH_FREE = 2.0, 64
+"""A pack computes every member at its widest member's width, so a pack starts from the narrowest
+held member of its group and takes members at most ``WIDTH_RATIO`` times as wide (any up to
+``WIDTH_FREE`` units, where per-step overhead, not arithmetic, is what a small network costs)."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +100,16 @@ class TrialResult:
     node: str | None = None  # the Ray node id: hosts can share a name (containers, test clusters)
     gpu_ids: list[str] = field(default_factory=list)  # what Ray assigned (CUDA_VISIBLE_DEVICES)
     reported: bool = False  # True when the curve already went through report()
+
+
+@dataclass
+class _Held:
+    """A trial asked ahead for a pack: in the in-memory study only, not yet in the database."""
+
+    trial: optuna.Trial
+    mem_id: int
+    group: tuple[Any, ...] | None  # (pack key, stage); None: runs alone
+    width: int
 
 
 @dataclass
@@ -149,6 +178,11 @@ class Coordinator:
         self._target = target
         self._timeout_s = self._spec.trial_timeout_s
         self._study_attrs: dict[str, Any] = {}
+        self._held: list[_Held] = []  # asked ahead for packs, oldest first (see next_pack)
+        kind = self._spec.trainable.removeprefix("builtin:")
+        self._pack_kind = kind if self._spec.trainable.startswith("builtin:") \
+            and kind in PACKABLE_KINDS else None
+        self._packs = itertools.count()
         self._writer = WriteBehind(self._storage, self._study_id, retry_for_s=retry_for_s,
                                    on_fatal=self._on_fatal)
         with self._storage.engine.connect() as conn:
@@ -185,6 +219,27 @@ class Coordinator:
                     return assignment
             return None
 
+    def next_pack(self, worker: str, results: list[TrialResult] | None = None,
+                  size: int = 1) -> list[Assignment]:
+        """Record ``results`` and give ``worker`` up to ``size`` trials that one fused model can
+        train (one pack key, one coarse-to-fine stage); ``[]`` when the study is done. With
+        ``size`` <= 1 or a user trainable it is :meth:`next_trial`'s single trial. Every member
+        carries the user attributes ``pack_size`` and ``pack_id``."""
+        with self._lock:
+            for result in results or []:
+                self._finish(result)
+            if size <= 1 or self._pack_kind is None:
+                assignment = self.next_trial(worker)
+                return [] if assignment is None else [assignment]
+            while not (self._stopping or self._fatal):
+                members = self._pick(size)
+                if not members:
+                    return []
+                assignments = self._start_pack(worker, members)
+                if assignments:
+                    return assignments
+            return []
+
     def report(self, trial_id: int, epoch: int, value: float) -> bool:
         """An intermediate objective value; True means the trial should stop (pruned, or
         no longer running: failed meanwhile, timed out, the study stopped)."""
@@ -202,11 +257,12 @@ class Coordinator:
         """The worker's process died: fail its trial (not counted) and queue its params again.
         Returns the lost trial's number."""
         with self._lock:
+            lost = None
             for trial_id, run in list(self._running.items()):
-                if run.worker == worker:
+                if run.worker == worker:  # a pack's worker held several
                     self._fail(trial_id, why)
-                    return run.number
-            return None
+                    lost = run.number if lost is None else lost
+            return lost
 
     def take_timed_out(self) -> list[str]:
         """Workers whose trial ran past ``trial_timeout_s``: the driver kills and replaces them."""
@@ -220,6 +276,7 @@ class Coordinator:
             self._stopping = True
             for trial_id in list(self._running):
                 self._fail(trial_id, reason)
+            self._drop_held()
 
     def close(self, timeout: float | None = None) -> dict[str, Any]:
         """Flush every pending write (within ``timeout``), give the lease back; returns the
@@ -320,6 +377,118 @@ class Coordinator:
 
     def _tag(self) -> str:
         return f"{self._run_tag}-{next(self._seq)}"
+
+    # --- packs ------------------------------------------------------------------------------------
+    def _pick(self, size: int) -> list[_Held]:
+        """Ask ahead until one group holds ``size`` trials of similar width (or no more may be
+        asked), then take them: up to ``size`` members from the narrowest of its group within
+        the width window (``WIDTH_RATIO``); failing such a group, the largest window of any
+        group. ``[]`` when nothing is left to run."""
+        alone = next((h for h in self._held if h.group is None), None)
+        if alone is not None:
+            self._held.remove(alone)
+            return [alone]
+        ahead = 2 * size if self._spec.sampler.kind == "tpe" else AHEAD * size
+        groups: dict[tuple[Any, ...], list[_Held]] = {}
+        for held in self._held:
+            groups.setdefault(held.group, []).append(held)  # type: ignore[arg-type]
+        members = next((w for w in (_window(g, size) for g in groups.values()) if len(w) >= size),
+                       None)
+        while (members is None and len(self._held) < ahead and not self._stage_ends()
+               and self._used() + len(self._running) + len(self._held) < self._target):
+            held = self._ask_ahead()
+            if held.group is None:  # cannot be packed: it runs alone, now
+                return [held]
+            self._held.append(held)
+            group = groups.setdefault(held.group, [])
+            group.append(held)
+            window = _window(group, size)
+            if len(window) >= size:
+                members = window
+        if members is None:
+            if not groups:
+                return []
+            members = max((_window(g, size) for g in groups.values()), key=len)
+        for held in members:
+            self._held.remove(held)
+        return sorted(members, key=lambda h: h.trial.number)  # numbered in ask order
+
+    def _stage_ends(self) -> bool:
+        """Coarse-to-fine: the next ask would open a new stage while this one has trials held
+        (its box would be drawn before they even ran)."""
+        if not self._held or not isinstance(self._sampler, CoarseToFineSampler):
+            return False
+        if any(self._mem_storage.get_trial(i).state == TrialState.WAITING for i in self._waiting):
+            return False  # the next ask pops a queued trial (a re-run): no new stage starts
+        upcoming = len(self._mem_storage.get_all_trials(self._mem_sid, deepcopy=False))
+        stage = self._sampler.stage_of(self._mem, upcoming)
+        return any(h.trial.user_attrs.get("stage") != stage for h in self._held)
+
+    def _ask_ahead(self) -> _Held:
+        trial = self._mem.ask(self._dists)
+        mem_id = self._mem_storage.get_trial_id_from_study_id_trial_number(self._mem_sid, trial.number)
+        stage = None
+        if isinstance(self._sampler, CoarseToFineSampler):
+            stage = self._sampler.stage_of(self._mem, trial.number)
+            trial.set_user_attr("stage", stage)
+            self._sync_study_attrs()
+        config = {**self._spec.fixed, **trial.params}
+        key = pack_key(config, self._pack_kind or "")
+        widths = pack_widths(config, self._pack_kind or "") or (0,)
+        return _Held(trial, mem_id, None if key is None else (key, stage), max(widths, default=0))
+
+    def _start_pack(self, worker: str, members: list[_Held]) -> list[Assignment]:
+        """What ``_start`` does for one trial, for each member: queued trials are claimed, new
+        ones created in one transaction. Members whose claim was lost are dropped."""
+        started = rows.utcnow()
+        claimed: list[tuple[_Held, int, str]] = []
+        fresh: list[_Held] = []
+        for held in members:
+            if held.mem_id not in self._waiting:
+                fresh.append(held)
+                continue
+            self._waiting.remove(held.mem_id)
+            trial_id, tag = self._db_id(held.mem_id), self._tag()
+            frozen = self._mem_storage.get_trial(held.mem_id)
+            if self._writer.claim(trial_id, started, tag, dict(frozen.params),
+                                  dict(frozen.distributions)).result():
+                claimed.append((held, trial_id, tag))
+            else:
+                held.trial.set_user_attr("reason", CLAIMED_ELSEWHERE)  # memory only: not ours
+                self._mem.tell(held.trial, state=TrialState.FAIL)
+                self._foreign_open.add(trial_id)
+        size = len(claimed) + len(fresh)
+        if not size:
+            return []
+        pack_id = f"{self._run_tag}-p{next(self._packs)}"
+        for held in [h for h, _, _ in claimed] + fresh:
+            held.trial.set_user_attr("pack_size", size)
+            held.trial.set_user_attr("pack_id", pack_id)
+        news = []
+        for held in fresh:
+            frozen, tag = self._mem_storage.get_trial(held.mem_id), self._tag()
+            news.append(rows.NewTrial(
+                uid=tag, state=TrialState.RUNNING, started=started, params=dict(frozen.params),
+                distributions=dict(frozen.distributions), user_attrs=dict(frozen.user_attrs),
+                system_attrs={rows.RUN_KEY: tag, **copy.deepcopy(frozen.system_attrs)}))
+        ids = self._writer.create(news).result() if news else []
+        for held, (trial_id, number) in zip(fresh, ids, strict=True):
+            self._map(held.mem_id, trial_id, number)
+        out = []
+        now = time.monotonic()
+        for held, trial_id in [(h, i) for h, i, _ in claimed] + [(h, i) for h, (i, _) in zip(fresh, ids)]:
+            self._running[trial_id] = _Running(held.trial, held.mem_id, self._number[trial_id],
+                                               worker, now)
+            out.append(Assignment(trial_id, self._number[trial_id], dict(held.trial.params)))
+        return out
+
+    def _drop_held(self) -> None:
+        """The study stops: trials asked ahead never ran. They are failed in memory only (the
+        database never had them; a queued one stays WAITING there, for ``resume``)."""
+        for held in self._held:
+            held.trial.set_user_attr("reason", "interrupted")
+            self._mem.tell(held.trial, state=TrialState.FAIL)
+        self._held.clear()
 
     # --- ending trials -------------------------------------------------------------------------
     def _finish(self, result: TrialResult) -> None:
@@ -478,7 +647,8 @@ class Coordinator:
             for trial_id, run in list(self._running.items()):
                 if now - run.started > self._timeout_s:
                     self._fail(trial_id, "timeout")
-                    self._timed_out.append(run.worker)
+                    if not any(r.worker == run.worker for r in self._running.values()):
+                        self._timed_out.append(run.worker)  # a pack's other members run on
 
     def _on_fatal(self, error: StorageError) -> None:
         """The database is gone past the retry bound (or the lease was lost): stop at once.
@@ -502,3 +672,11 @@ class Coordinator:
             return self._mem.best_trial
         except ValueError:
             return None
+
+
+def _window(group: list[_Held], size: int) -> list[_Held]:
+    """Up to ``size`` members of ``group``: its narrowest, and the next narrowest as long as they
+    are within ``WIDTH_RATIO`` of it (or ``WIDTH_FREE`` units wide)."""
+    ordered = sorted(group, key=lambda h: h.width)
+    limit = max(WIDTH_RATIO * ordered[0].width, WIDTH_FREE)
+    return [h for h in ordered if h.width <= limit][:size]

@@ -3,11 +3,16 @@
 Ray Tune's default starts a fresh process per trial (~3.4 s each here); a worker here pulls its
 next trial from the coordinator in one round trip and keeps torch, the trainable and the dataset
 warm between trials — and, in one driver process, between studies (see ``_pool``).
+
+With ``resources.pack`` > 1 (or ``auto``) and a built-in trainable, a worker asks for packs
+(``Coordinator.next_pack``) and trains each as one fused model (``tuner.training._packed``); a
+pack of one, and ``pack: 1``, run the single-trial path unchanged.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import sys
@@ -19,6 +24,7 @@ import torch
 from tuner.execution._coordinator import Assignment, TrialResult
 from tuner.execution._trial import run_trial
 from tuner.spec import StudySpec, parse_spec
+from tuner.training._pack_key import PACKABLE_KINDS
 from tuner.training import TrialContext, load_dataset, resolve_trainable
 
 __all__ = ["TrialWorker"]
@@ -56,6 +62,7 @@ class TrialWorker:
         self._spec_key: str | None = None
         self._spec: StudySpec | None = None
         self._fn: Any = None
+        self._pack = 1
 
     def prepare(self, spec_json: dict[str, Any]) -> None:
         """Import the trainable and load the dataset onto the device before the first trial."""
@@ -67,10 +74,32 @@ class TrialWorker:
         if spec.dataset is not None and spec.trainable.startswith("builtin:"):
             load_dataset(spec.dataset.model_dump(), self._device)
         self._spec, self._spec_key = spec, key
+        self._pack = self._pack_size(spec)
+
+    def _pack_size(self, spec: StudySpec) -> int:
+        """``resources.pack``: 1 for user trainables; ``auto`` probes this device (a few tenths
+        of a second on CPU) with a typical member (see ``_probe_config``)."""
+        kind = spec.trainable.removeprefix("builtin:")
+        if not spec.trainable.startswith("builtin:") or kind not in PACKABLE_KINDS \
+                or spec.dataset is None:
+            return 1
+        if spec.resources.pack != "auto":
+            return int(spec.resources.pack)
+        from tuner.training._packed import probe_pack_size
+
+        ctx = TrialContext(device=self._device, epochs=spec.epochs,
+                           objective_metric=spec.objective.metric,
+                           direction=spec.objective.direction, dataset=spec.dataset.model_dump())
+        try:
+            return probe_pack_size(_probe_config(spec), ctx, kind)
+        except Exception:  # noqa: BLE001 - a config the trainer refuses: trials fail alone, as today
+            return 1
 
     def run(self, coordinator: Any, spec_json: dict[str, Any], worker_id: str) -> int:
         """Pull-train-push loop; returns how many trials this worker ran."""
         self.prepare(spec_json)
+        if self._pack > 1:
+            return self._run_packs(coordinator, worker_id)
         result: TrialResult | None = None
         done = 0
         while True:
@@ -98,3 +127,102 @@ class TrialWorker:
         result.node, result.gpu_ids = self._node, self._gpu_ids
         result.reported = hook is not None
         return result
+
+    def _run_packs(self, coordinator: Any, worker_id: str) -> int:
+        results: list[TrialResult] | None = None
+        done = 0
+        while True:
+            batch = ray.get(coordinator.next_pack.remote(worker_id, results, self._pack))
+            if not batch:
+                return done
+            results = self.run_pack(batch, coordinator, worker_id)
+            done += len(batch)
+
+    def run_pack(self, batch: list[Assignment], coordinator: Any = None,
+                 worker_id: str | None = None) -> list[TrialResult]:
+        """Train ``batch`` as one fused model; one :class:`TrialResult` per member, each
+        classified as :func:`run_trial` classifies a trial run alone."""
+        spec = self._spec
+        assert spec is not None, "prepare() runs first"  # internal invariant, not user input
+        if len(batch) == 1:
+            return [self.run_one(batch[0], coordinator, worker_id)]
+        from tuner.training._packed import fit_pack
+
+        # A member's stop (pruned, timed out, the study stopping) reaches it through report().
+        watched = coordinator is not None and (spec.pruner.kind != "none"
+                                               or spec.trial_timeout_s is not None)
+        ctxs = [TrialContext(
+            trial_number=a.number, device=self._device, epochs=spec.epochs,
+            objective_metric=spec.objective.metric, direction=spec.objective.direction,
+            dataset=spec.dataset.model_dump() if spec.dataset else None,
+            seed=None if spec.seed is None else spec.seed + a.number,
+            prune_hook=_hook(coordinator, a.trial_id) if watched else None,
+        ) for a in batch]
+        configs = [{**spec.fixed, **a.params} for a in batch]
+        kind = spec.trainable.removeprefix("builtin:")
+        try:
+            outcomes: list[Any] = list(fit_pack(configs, ctxs, kind))
+        except Exception as e:  # noqa: BLE001 - e.g. members that cannot fuse: each fails with it
+            outcomes = [e] * len(batch)
+        results = []
+        for a, config, ctx, outcome in zip(batch, configs, ctxs, outcomes, strict=True):
+            result = run_trial(_replay(outcome), config, ctx, trial_id=a.trial_id)
+            result.host, result.device, result.worker = self._host, self._device_name, worker_id
+            result.node, result.gpu_ids = self._node, self._gpu_ids
+            result.reported = watched and spec.pruner.kind != "none"
+            results.append(result)
+        return results
+
+
+def _hook(coordinator: Any, trial_id: int) -> Any:
+    """A member's prune hook: the coordinator actor's ``report`` (or a plain in-process
+    coordinator's, as the scheduling tests drive it)."""
+    report = coordinator.report
+    if hasattr(report, "remote"):
+        def hook(epoch: int, value: float) -> bool:
+            return bool(ray.get(report.remote(trial_id, epoch, value)))
+    else:
+        def hook(epoch: int, value: float) -> bool:
+            return bool(report(trial_id, epoch, value))
+    return hook
+
+
+def _replay(outcome: Any) -> Any:
+    """A trainable that returns (or raises) what ``fit_pack`` gave one member, so ``run_trial``
+    classifies it exactly as it classifies a trial trained alone."""
+    def fn(config: dict[str, Any], ctx: TrialContext) -> Any:
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+    return fn
+
+
+_WIDTH_KEYS = ("hidden_units", "channels")
+
+
+def _probe_config(spec: StudySpec) -> dict[str, Any]:
+    """A typical member for ``pack: auto``: each searched number at the middle of its scale
+    (widths at twice that, within the range: the coordinator packs members of similar width and
+    a pack computes at its widest), the first of each choice."""
+    config = dict(spec.fixed)
+    for name, p in spec.params.items():
+        low, high = getattr(p, "low", None), getattr(p, "high", None)
+        choices = getattr(p, "choices", None)
+        if choices:
+            config[name] = choices[0]
+        elif low is None or high is None:
+            continue
+        else:
+            scale = getattr(p, "scale", "linear")
+            if scale in ("log", "pow2"):
+                mid = math.sqrt(low * high)
+                if scale == "pow2":
+                    mid = 2 ** round(math.log2(mid))
+            elif scale == "one_minus_log":
+                mid = 1 - math.sqrt((1 - low) * (1 - high))
+            else:
+                mid = (low + high) / 2
+            if name in _WIDTH_KEYS:
+                mid = min(2 * mid, high)
+            config[name] = int(round(mid)) if isinstance(low, int) and isinstance(high, int) else mid
+    return config
