@@ -255,3 +255,33 @@ def test_a_timed_out_member_fails_alone_and_its_worker_is_kept(sqlite_url: str) 
     late_trial = trials[next(a.number for a in batch if a.trial_id == late)]
     assert late_trial.state.name == "FAIL" and late_trial.user_attrs["reason"] == "timeout"
     assert sum(t.state.name == "COMPLETE" for t in trials.values()) == 3
+
+
+def test_workers_with_different_pack_sizes_share_one_budget(sqlite_url: str) -> None:
+    """``pack: auto`` may give workers different sizes, down to 1 (the single-trial path): the
+    trials one worker's packs asked ahead still count, and the study ends with exactly N."""
+    spec = _packed_spec(trials=10)
+    coord = open_coordinator(spec, sqlite_url)
+    worker = _worker(spec)
+    try:
+        pack = coord.next_pack("w0", None, 4)  # asks the whole budget ahead, sends up to 4
+        assert pack and coord._held
+        single = coord.next_trial("w1")
+        assert single is not None and single.trial_id not in {a.trial_id for a in pack}
+        results = {"w0": worker.run_pack(pack, coord, "w0"),
+                   "w1": [worker.run_one(single, coord, "w1")]}
+        turn = 0
+        while results:
+            wid = sorted(results)[turn % len(results)]
+            turn += 1
+            if wid == "w0":
+                batch = coord.next_pack("w0", results["w0"], 4)
+                results["w0"] = worker.run_pack(batch, coord, "w0") if batch else None
+            else:
+                a = coord.next_trial("w1", results["w1"][0])
+                results["w1"] = [worker.run_one(a, coord, "w1")] if a else None
+            results = {k: v for k, v in results.items() if v is not None}
+    finally:
+        final = coord.close()
+    assert final["used"] == 10 and final["running"] == 0
+    assert len(_attrs(sqlite_url, spec["study"])) == 10

@@ -212,8 +212,13 @@ class Coordinator:
         with self._lock:
             if result is not None:
                 self._finish(result)
+            while self._held and not (self._stopping or self._fatal):
+                # packs asked these ahead (workers of one study can differ: pack: auto)
+                started = self._start_pack(worker, [self._held.pop(0)])
+                if started:
+                    return started[0]
             while not (self._stopping or self._fatal
-                       or self._used() + len(self._running) >= self._target):
+                       or self._used() + len(self._running) + len(self._held) >= self._target):
                 assignment = self._start(worker)
                 if assignment is not None:
                     return assignment
