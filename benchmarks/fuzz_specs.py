@@ -47,7 +47,7 @@ def _classify(path: Path) -> tuple[str, str]:
     from tuner._text import MAX_LINE
     from tuner.cli import app
 
-    result = CliRunner().invoke(app, ["validate", str(path)])
+    result = CliRunner().invoke(app, ["validate", str(path)])  # the command is built once: main()
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         return "traceback", f"{type(result.exception).__name__}: {str(result.exception)[:120]}"
     out = result.output.strip()
@@ -88,7 +88,16 @@ def main() -> None:
     from hypothesis import HealthCheck, given, seed, settings
     from hypothesis import strategies as st
 
+    import typer.main
+    import typer.testing
+
     from tests import test_hostile_input as fz
+    from tuner.cli import app
+
+    # Typer's runner rebuilds the click command on every call: half an example's time, none of
+    # what is under test
+    command = typer.main.get_command(app)
+    typer.testing._get_command = lambda given: command if given is app else typer.main.get_command(given)  # type: ignore[attr-defined]
 
     counts: collections.Counter[str] = collections.Counter()
     by_kind: dict[str, collections.Counter[str]] = {"structured": collections.Counter(),

@@ -153,6 +153,9 @@ def test_plain_optuna_process_beside_a_running_study(storage_url: str, tmp_path:
     assert len(study.trials()) == 53 and study.counts()["COMPLETE"] == 53
     ours = [t for t in study.trials() if t.host is not None]  # tuner's details join by number
     assert len(ours) == 40 and all(t.epochs_run is None for t in ours)
+    # `tuner status` counts the other writer's trials apart: 53 trials, 40 of them tuner's
+    summary = next(s for s in tuner.list_studies(storage_url) if s.name == name)
+    assert summary.other_writers == 13 and summary.to_dict()["other_writers"] == 13
 
 
 def test_warm_start_waiting_trials_run_once_beside_plain_optuna(storage_url: str) -> None:

@@ -77,6 +77,9 @@ class StudySummary:
     started: dt.datetime | None
     last: dt.datetime | None
     created_at: dt.datetime | None
+    other_writers: int = 0
+    """Trials of this study that another writer (a plain Optuna process) ran; not tuner's
+    budget. For a study tuner did not create, every trial."""
 
     @property
     def state(self) -> str:
@@ -87,7 +90,8 @@ class StudySummary:
             "name": self.name, "direction": self.direction, "state": self.state,
             "complete": self.counts.get("COMPLETE", 0), "running": self.counts.get("RUNNING", 0),
             "pruned": self.counts.get("PRUNED", 0), "failed": self.counts.get("FAIL", 0),
-            "waiting": self.counts.get("WAITING", 0), "best_value": self.best_value,
+            "waiting": self.counts.get("WAITING", 0), "other_writers": self.other_writers,
+            "best_value": self.best_value,
             "started": _iso(self.started), "last": _iso(self.last),
         }
 
@@ -248,6 +252,7 @@ def list_studies(storage: str | None = None) -> list[StudySummary]:
             counts={s: int(c.get(s, 0)) for s in q.STATES},
             best_value=c.get("max_value" if maximize else "min_value"), started=c.get("started"),
             last=c.get("last"), created_at=row["created_at"],
+            other_writers=int(c.get("other_writers", 0)),
         ))
     return out
 

@@ -15,7 +15,9 @@ import sqlalchemy as sa
 from optuna.trial import TrialState
 from sqlalchemy.engine import Engine
 
+from tuner.storage._optuna import RUN_KEY
 from tuner.storage._optuna import trial_params as _params
+from tuner.storage._optuna import trial_system_attrs as _system_attrs
 from tuner.storage._optuna import trial_user_attrs as _user_attrs
 from tuner.storage._optuna import trial_values as _values
 from tuner.storage._optuna import trials as _trials
@@ -48,7 +50,8 @@ def study_overview(engine: Engine) -> dict[int, dict[str, Any]]:
     q = (
         sa.select(_trials.c.study_id, _trials.c.state, sa.func.count(),
                   sa.func.min(_trials.c.datetime_start), sa.func.max(_trials.c.datetime_complete),
-                  sa.func.min(_values.c.value), sa.func.max(_values.c.value))
+                  sa.func.min(_values.c.value), sa.func.max(_values.c.value),
+                  sa.func.sum(sa.case((_foreign(), 1), else_=0)))
         .select_from(_trials)
         .join(_values, (_values.c.trial_id == _trials.c.trial_id) & (_values.c.objective == 0),
               isouter=True)
@@ -56,10 +59,13 @@ def study_overview(engine: Engine) -> dict[int, dict[str, Any]]:
     )
     out: dict[int, dict[str, Any]] = {}
     with engine.connect() as conn:
-        for sid, state, n, start, end, lo, hi in conn.execute(q):
+        for sid, state, n, start, end, lo, hi, other in conn.execute(q):
             e = out.setdefault(sid, {s: 0 for s in STATES} | {
-                "started": None, "last": None, "min_value": None, "max_value": None})
+                "started": None, "last": None, "min_value": None, "max_value": None,
+                "other_writers": 0})
             e[state.name] = n
+            if state != TrialState.WAITING:  # a queued trial is nobody's yet
+                e["other_writers"] += int(other or 0)
             if start is not None and (e["started"] is None or start < e["started"]):
                 e["started"] = start
             if end is not None and (e["last"] is None or end > e["last"]):
@@ -67,6 +73,16 @@ def study_overview(engine: Engine) -> dict[int, dict[str, Any]]:
             if state == TrialState.COMPLETE:
                 e["min_value"], e["max_value"] = lo, hi
     return out
+
+
+def _foreign() -> Any:
+    """A trial another writer ran (plain Optuna's ``ask``/``optimize``): tuner marks every trial
+    it runs with the ``tuner:run`` system attribute, and versions before that wrote a
+    ``tuner_trials`` row; a trial with neither is not tuner's."""
+    attrs = _system_attrs
+    return ~sa.exists().where(attrs.c.trial_id == _trials.c.trial_id, attrs.c.key == RUN_KEY) \
+        & ~sa.exists().where(TrialRow.study_id == _trials.c.study_id,
+                             TrialRow.number == _trials.c.number)
 
 
 def _duration(engine: Engine) -> Any:
