@@ -4,6 +4,13 @@ Usage (from the repo root)::
 
     python benchmarks/study_throughput.py [--trials 200] [--skip-ray-tune] [--skip-1thread]
         [--skip-replay] [--time-cap-s 900]
+    python benchmarks/study_throughput.py --packing [--pack auto] [--trials 200]
+
+``--packing`` runs the packing comparison instead (results in ``study_throughput_packing.md``):
+the same study with ``hidden_units`` searched too, log-uniform in [16, 256] (64, the fixed value
+of the plain study, is its geometric middle), run as tuner with ``resources.pack`` (default
+``auto``), tuner with ``pack: 1`` and plain Optuna at 1 torch thread, each cold, in one run;
+ratios are to that plain Optuna run.
 
 Each run is a separate subprocess and its wall time is measured around the whole process, so
 cold start (Python, torch, Ray start-up) is included:
@@ -55,6 +62,8 @@ from _common import (  # noqa: E402
 )
 
 GOAL_SPEEDUP, GOAL_OVERHEAD_MS = 1.7, 3.0
+GOAL_PACKED = 3.0
+HIDDEN = (16, 256)  # --packing: hidden_units searched log-uniform in this range
 
 
 # --- children (each runs in its own measured process) ------------------------------------------
@@ -76,6 +85,8 @@ def child_optuna(args: argparse.Namespace) -> None:
             trial.suggest_float("one_minus_momentum", 1e-3, 1e-1, log=True),
             trial.suggest_categorical("batch_size", BATCH_SIZES),
             trial.suggest_int("layers", 1, 4), trial.suggest_float("dropout", 0.0, 0.5), sv["fixed"])
+        if args.hidden_log:
+            config["hidden_units"] = trial.suggest_int("hidden_units", *HIDDEN, log=True)
         fit = timed_fit(config, sv, trial.number, lambda epoch, value: trial.report(value, epoch))
         fits.append(fit)
         return float("nan") if fit["diverged"] else fit["value"]  # nan -> FAIL, like tuner
@@ -157,6 +168,8 @@ def run_child(kind: str, args: argparse.Namespace, tmp: Path, threads: int | Non
     out, db = tmp / f"{tag}.json", db or tmp / f"{tag}.db"
     cmd = [python(), __file__, "--child", kind, "--trials", str(args.trials), "--out", str(out),
            "--db", str(db), "--time-cap-s", str(args.time_cap_s)] + (["--threads", str(threads)] if threads else [])
+    if args.packing:
+        cmd.append("--hidden-log")
     run = run_timed(cmd, tmp / f"{tag}.log", env={"PYTHONPATH": f"{ROOT / 'benchmarks'}:{ROOT}"})
     data = json.loads(out.read_text()) if out.exists() else {"trials": []}
     return {"run": run, **data}
@@ -173,32 +186,53 @@ def measure_plain(args: argparse.Namespace, tmp: Path, threads: int | None) -> d
     return {"summary": s, "raw": d}
 
 
-def measure_tuner(args: argparse.Namespace, tmp: Path) -> dict:
+def packing_spec(tmp: Path, pack: str | int) -> Path:
+    """digits_mlp.yaml with hidden_units searched (log scale) and ``resources.pack`` set."""
+    import yaml
+
+    spec = yaml.safe_load((ROOT / "search_spaces" / "digits_mlp.yaml").read_text())
+    spec["fixed"].pop("hidden_units", None)
+    spec["params"]["hidden_units"] = {"type": "int", "low": HIDDEN[0], "high": HIDDEN[1],
+                                      "scale": "log"}
+    spec["resources"]["pack"] = pack if pack == "auto" else int(pack)
+    path = tmp / f"digits_mlp_pack_{pack}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def measure_tuner(args: argparse.Namespace, tmp: Path, spec: Path | None = None,
+                  tag: str = "tuner", label: str = "tuner (2 workers x 1 thread)") -> dict:
     import tuner
 
-    name, url = f"bench-{int(time.time())}", f"sqlite:///{tmp / 'tuner.db'}"
+    name, url = f"bench-{tag}-{int(time.time())}", f"sqlite:///{tmp / (tag + '.db')}"
     exe = str(Path(python()).parent / "tuner")
-    run = run_timed([exe, "submit", "search_spaces/digits_mlp.yaml", "--trials", str(args.trials),
-                     "--workers", "2", "--storage", url, "--name", name, "--quiet"], tmp / "tuner.log")
+    run = run_timed([exe, "submit", str(spec or "search_spaces/digits_mlp.yaml"), "--trials",
+                     str(args.trials), "--workers", "2", "--storage", url, "--name", name,
+                     "--quiet"], tmp / f"{tag}.log")
     trials: list[dict] = []
     try:
-        recs = tuner.load_study(name, url).trials()
-        with sqlite3.connect(tmp / "tuner.db") as con:
+        loaded = tuner.load_study(name, url)
+        recs = loaded.trials()
+        attrs = {t.number: t.user_attrs for t in loaded.to_optuna().get_trials(deepcopy=False)}
+        with sqlite3.connect(tmp / f"{tag}.db") as con:
             workers = dict(con.execute(
                 "select t.number, t.worker from tuner_trials t join tuner_studies s "
                 "on s.study_id = t.study_id where s.study_name = ?", (name,)).fetchall())
         trials = [{"number": r.number, "state": r.state, "value": r.value, "reason": r.reason,
                    "params": r.params, "duration_s": r.duration_s, "start": ts(r.datetime_start),
-                   "end": ts(r.datetime_complete), "worker": workers.get(r.number)} for r in recs]
+                   "end": ts(r.datetime_complete), "worker": workers.get(r.number),
+                   "pack_size": attrs.get(r.number, {}).get("pack_size")} for r in recs]
     except Exception as e:  # noqa: BLE001 - report, do not work around
         run["load_error"] = f"{type(e).__name__}: {e}"
     durations = [t["duration_s"] for t in trials if t["duration_s"] is not None]
     s = summarize(run, trials, 2, sum(durations) if durations else None)
-    s.update(label="tuner (2 workers x 1 thread)",
+    sizes = [t["pack_size"] for t in trials if t.get("pack_size")]
+    s.update(label=label, mean_pack_size=statistics.fmean(sizes) if sizes else None,
+             max_pack_size=max(sizes) if sizes else None,
              mean_duration_s=statistics.fmean(durations) if durations else None,
              worker_gap_s=quantiles(per_worker_gaps(trials)),
              failed_reasons=sorted({t["reason"] for t in trials if t["state"] == "FAIL"}))
-    if not args.skip_replay and trials and s.get("span_s"):
+    if not args.skip_replay and not args.packing and trials and s.get("span_s"):
         params = tmp / "tuner_params.json"
         params.write_text(json.dumps([{"number": t["number"], "params": t["params"]} for t in trials]))
         fits = run_child("replay", args, tmp, db=params).get("fits", [])
@@ -286,6 +320,84 @@ def report(results: dict, args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
+def report_packing(results: dict, args: argparse.Namespace) -> str:
+    import optuna
+    import ray
+    import torch
+
+    ref = results["plain_1t"]["summary"]
+    rows = [r["summary"] for r in results.values()]
+    lines = [f"# Packed trials: {args.trials}-trial digits study, hidden_units log-uniform in "
+             f"[{HIDDEN[0]}, {HIDDEN[1]}]", "",
+             f"{time.strftime('%Y-%m-%d %H:%M')} · {platform.node()} · "
+             f"{platform.processor() or platform.machine()} · 2 cores, shared machine · torch "
+             f"{torch.__version__} · optuna {optuna.__version__} · ray {ray.__version__}", "",
+             "Every run is a cold process (Python, torch, Ray start-up and teardown are in its "
+             "wall time), one after another in this run. tuner: `tuner submit` with 2 workers x 1 "
+             f"CPU; packing on is `resources.pack: {' / '.join(args.pack)}`. Plain Optuna: sequential "
+             "`study.optimize` with a hand-written objective calling `fit_mlp`, 1 torch thread, "
+             "SQLite. Ratios are to that plain Optuna run.", "",
+             markdown_table(rows, ref), "", "## Goal", ""]
+    off = results["tuner_nopack"]["summary"]
+    lines += [f"- packing off vs plain Optuna (1 thread): "
+              f"{fmt(off['trials_per_min'] / ref['trials_per_min'], '.2f')}x"]
+    for pack in args.pack:
+        on = results[f"tuner_pack_{pack}"]["summary"]
+        ratio = on["trials_per_min"] / ref["trials_per_min"] if ref.get("trials_per_min") else None
+        lines += [f"- packing on (pack: {pack}) vs plain Optuna (1 thread), trials/min: "
+                  f"**{fmt(ratio, '.2f')}x** (goal >= {GOAL_PACKED}x): "
+                  f"**{'MET' if ratio and ratio >= GOAL_PACKED else 'NOT MET'}**; vs packing off: "
+                  f"{fmt(on['trials_per_min'] / off['trials_per_min'], '.2f')}x"]
+        if on.get("span_s") and ref.get("span_s") and off.get("span_s"):
+            lines += [f"  - first trial start to last trial end only (start-up and teardown left "
+                      f"out): {on['span_s']:.1f} s against packing off {off['span_s']:.1f} s and "
+                      f"plain Optuna {ref['span_s']:.1f} s, i.e. {ref['span_s'] / on['span_s']:.2f}x "
+                      "plain Optuna"]
+    lines += ["", "## Where the time goes", ""]
+    for r in results.values():
+        s = r["summary"]
+        extra = [f"start-up {fmt(s.get('startup_s'))} s", f"teardown {fmt(s.get('teardown_s'))} s",
+                 f"load avg {r['raw']['run']['loadavg_1m_before']:.2f} -> "
+                 f"{r['raw']['run']['loadavg_1m_after']:.2f}"]
+        if s.get("mean_pack_size") is not None:
+            extra += [f"pack size mean {s['mean_pack_size']:.1f} (per trial), max {s['max_pack_size']}"]
+        if s.get("mean_compute_s") is not None:
+            extra += [f"mean compute {1000 * s['mean_compute_s']:.0f} ms/trial"]
+        if s.get("failed_reasons"):
+            extra += [f"FAIL reasons: {s['failed_reasons']}"]
+        lines += [f"- **{s['label']}**: " + "; ".join(extra)]
+    return "\n".join(lines) + "\n"
+
+
+def main_packing(args: argparse.Namespace) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="study_throughput_packing_"))
+    print(f"scratch: {tmp}", flush=True)
+    steps: list = [
+        (f"tuner_pack_{pack}", lambda pack=pack: measure_tuner(
+            args, tmp, packing_spec(tmp, pack), f"tuner_pack_{pack}",
+            f"tuner, packing on (pack: {pack}, 2 workers x 1 thread)"))
+        for pack in args.pack]
+    steps += [
+        ("tuner_nopack", lambda: measure_tuner(args, tmp, packing_spec(tmp, 1), "tuner_nopack",
+                                               "tuner, packing off (pack: 1, 2 workers x 1 thread)")),
+        ("plain_1t", lambda: measure_plain(args, tmp, 1)),
+    ]
+    results: dict = {}
+    for key, fn in steps:
+        print(f"running {key} ...", flush=True)
+        results[key] = fn()
+        s = results[key]["summary"]
+        print(f"  {key}: wall {fmt(s.get('wall_s'))} s, finished {s.get('finished')}", flush=True)
+    text = report_packing(results, args)
+    out_dir = ROOT / "benchmarks" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "study_throughput_packing.md").write_text(text)
+    (out_dir / "study_throughput_packing.json").write_text(json.dumps(
+        {"trials": args.trials, "pack": args.pack, "scratch": str(tmp), "results": results},
+        indent=1, default=str))
+    print(text)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=200)
@@ -294,6 +406,11 @@ def main() -> None:
     ap.add_argument("--time-cap-s", type=float, default=900.0,
                     help="stop a baseline (not tuner) after this many seconds of optimizing")
     ap.add_argument("--skip-replay", action="store_true", help="skip re-training tuner's configs")
+    ap.add_argument("--packing", action="store_true",
+                    help="packing on / off / plain Optuna 1 thread, hidden_units searched")
+    ap.add_argument("--pack", nargs="+", default=["auto"],
+                    help="--packing: resources.pack of the packed runs (one run each)")
+    ap.add_argument("--hidden-log", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--child", choices=["optuna", "ray_tune", "replay"], help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -301,6 +418,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:
         {"optuna": child_optuna, "ray_tune": child_ray_tune, "replay": child_replay}[args.child](args)
+        return
+    if args.packing:
+        main_packing(args)
         return
     tmp = Path(tempfile.mkdtemp(prefix="study_throughput_"))
     print(f"scratch: {tmp}", flush=True)
