@@ -330,7 +330,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         assert len(netns) == 1
         st.netns_pid = _run([DOCKER, "inspect", "-f", "{{.State.Pid}}", netns[0]]).stdout.strip()
         alive = lambda: [n for n in st.python(_RAY_NODES) if n["state"] == "ALIVE"]  # noqa: E731
-        _wait(f"the head and {WORKERS} workers in Ray", lambda: len(alive()) == 1 + WORKERS, st)
+        # up to 10 min: on an overloaded machine the head can miss Ray's fixed 30 s start-up wait
+        # and is restarted by its policy, and the workers with it
+        _wait(f"the head and {WORKERS} workers in Ray", lambda: len(alive()) == 1 + WORKERS, st,
+              timeout=600)
         _wait("the tuner dashboard", lambda: st.inside(
             "python3", "-c", "import urllib.request; urllib.request.urlopen("
             "'http://127.0.0.1:8501/_stcore/health', timeout=3)").returncode == 0, st)
