@@ -246,21 +246,34 @@ def test_a_row_that_cannot_be_written_fails_only_its_trial(storage_url: str) -> 
     c = open_coordinator(spec, storage_url)
     engine = open_storage(storage_url).engine
     a = c.next_trial("w0")
-    with engine.begin() as conn:  # a row the database refuses, whatever the backend
+    with engine.connect() as conn:
+        study_id = conn.exec_driver_sql("SELECT study_id FROM studies WHERE study_name = "
+                                        f"'{spec['study']}'").scalar_one()
+    # A row the database refuses, whatever the backend; only this study's (the database is
+    # shared by the session's other tests) and only while this test runs.
+    when = f"NEW.study_id = {study_id} AND NEW.number = {a.number}"
+    with engine.begin() as conn:
         if engine.dialect.name == "sqlite":
             conn.exec_driver_sql(
-                f"CREATE TRIGGER refuse BEFORE INSERT ON tuner_curves WHEN NEW.number = {a.number} "
+                f"CREATE TRIGGER refuse BEFORE INSERT ON tuner_curves WHEN {when} "
                 "BEGIN SELECT RAISE(ABORT, 'refused by test'); END")
         else:
             conn.exec_driver_sql(
-                "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN IF NEW.number = "
-                f"{a.number} THEN RAISE EXCEPTION 'refused by test' USING ERRCODE = '23514'; END IF;"
+                f"CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN IF {when} THEN "
+                "RAISE EXCEPTION 'refused by test' USING ERRCODE = '23514'; END IF;"
                 " RETURN NEW; END $$ LANGUAGE plpgsql")
             conn.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON tuner_curves "
                                  "FOR EACH ROW EXECUTE FUNCTION refuse()")
-    b = c.next_trial("w0", _result(a, 0.5))
-    while b is not None:
-        b = c.next_trial("w0", _result(b, 0.4))
+    try:
+        b = c.next_trial("w0", _result(a, 0.5))
+        while b is not None:
+            b = c.next_trial("w0", _result(b, 0.4))
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TRIGGER refuse" if engine.dialect.name == "sqlite"
+                                 else "DROP TRIGGER refuse ON tuner_curves")
+            if engine.dialect.name != "sqlite":
+                conn.exec_driver_sql("DROP FUNCTION refuse()")
     final = c.close()
     assert final["fatal"] is None and final["used"] == 3
     study = tuner.load_study(spec["study"], storage_url)

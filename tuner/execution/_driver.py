@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any, Callable
 
 import ray
@@ -27,6 +28,8 @@ __all__ = ["run_study", "ensure_ray", "absolute_url"]
 
 _log = logging.getLogger(__name__)
 ProgressFn = Callable[[dict[str, Any]], None]
+DONE_GRACE_S = 10.0
+"""How long, once every outcome is stored, the driver waits for workers still to report."""
 ABORT_FLUSH_S = 30.0
 """How long a stopping study waits for its pending writes; what is not stored re-runs on resume."""
 
@@ -146,6 +149,7 @@ def _drive(spec: StudySpec, url: str, run: Run, *, address: str | None, resume: 
     for _ in range(wanted - len(warm)):
         spawn()
     early_deaths = 0
+    done_at: float | None = None
     try:
         _unwrap(lambda: ray.get(coord.progress.remote()))  # the coordinator started (or why not)
         while runs:
@@ -183,6 +187,15 @@ def _drive(spec: StudySpec, url: str, run: Run, *, address: str | None, resume: 
                 on_progress(progress)
             if progress["fatal"]:
                 raise StorageError(progress["fatal"])
+            if progress["done"] and runs:
+                # Every outcome is in: what still runs only fetches its "nothing left". A worker
+                # Ray cannot place (its node died and no CPU is free for the replacement) never
+                # would, so after a grace period the study ends without it.
+                done_at = done_at if done_at is not None else time.monotonic()
+                if time.monotonic() - done_at > DONE_GRACE_S:
+                    for _, actor in runs.values():
+                        ray.kill(actor)
+                    runs.clear()
             if progress["cancelled"]:  # running trials were failed and re-queued; stop them now
                 raise StudyCancelled(
                     f"study '{spec.study}' was cancelled: {progress['complete']} complete, "
