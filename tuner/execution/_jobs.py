@@ -36,7 +36,7 @@ _EXCLUDES = [".git", ".venv", "venv", "__pycache__", "*.pyc", "*.db", "*.db-wal"
              "*.sqlite", ".mypy_cache", ".pytest_cache", ".ruff_cache", "node_modules"]
 _ACTIVE = ("PENDING", "RUNNING")
 _LOCAL = ("127.0.0.1", "localhost", "::1")
-_AGENT_WAIT_S = 30.0
+_AGENT_WAIT_S = 60.0
 """How long a submission waits for the head's job agent to register (a head just started)."""
 _STOP_GRACE_S = "60"  # SIGTERM -> SIGKILL wait: time for running trials to be marked and flushed
 
