@@ -64,7 +64,8 @@ def submit(
     parsed = load_spec(spec, **{"study": name, "trials": trials, "resources.workers": workers,
                                 "sampler.kind": sampler, "sampler.seed": seed, "epochs": epochs})
     check_runtime(parsed)
-    check_resources(parsed, address)
+    if not _joined_ray():  # a process that already ran ray.init runs the study on that cluster
+        check_resources(parsed, address)
     plan = plan_warm_start(parsed, warm_start, storage, warm_start_k) if warm_start else None
     if plan is not None and plan.summary(str(warm_start)):
         warnings.warn(str(plan.summary(str(warm_start))), UserWarning, stacklevel=2)
@@ -82,3 +83,11 @@ def resume(name: str, *, storage: str | None = None, address: str | None = None,
         raise StudyNotFoundError(f"study '{name}' was not created by tuner; it has no spec to resume")
     run_study(spec, storage, address=address, resume=True, trials=trials)
     return load_study(name, storage)
+
+
+def _joined_ray() -> bool:
+    """True when this process already joined a Ray cluster (without importing Ray)."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    return bool(ray is not None and ray.is_initialized())

@@ -13,7 +13,6 @@ from __future__ import annotations
 import ctypes
 import math
 import os
-import sys
 import warnings
 
 from tuner._errors import SpecError
@@ -75,7 +74,7 @@ def check_resources(spec: StudySpec, address: str | None) -> None:
     """On the embedded default each trial must fit this machine (the driver refuses it once Ray
     is up; here it costs no Ray start). With ``--address`` or ``$RAY_ADDRESS`` the cluster
     decides, and an autoscaler may add a node that fits."""
-    if address is not None or os.environ.get("RAY_ADDRESS") or _joined_ray():
+    if address is not None or os.environ.get("RAY_ADDRESS"):
         return
     res = spec.resources
     cpus = local_cpus()
@@ -89,14 +88,6 @@ def check_resources(spec: StudySpec, address: str | None) -> None:
             raise SpecError("resources.gpus_per_trial", f"{res.gpus_per_trial:g} GPUs per "
                             f"trial, but this machine has {gpus} CUDA device(s); set 0 to train "
                             "on the CPU, or run on a GPU cluster with --address")
-
-
-def _joined_ray() -> bool:
-    """True when this process already joined a Ray cluster (``ray.init`` before
-    ``tuner.submit``): the study runs there, not on this machine's resources alone. Never
-    imports Ray itself."""
-    ray = sys.modules.get("ray")
-    return bool(ray is not None and getattr(ray, "is_initialized", lambda: False)())
 
 
 def local_cpus() -> int:
