@@ -1,6 +1,6 @@
 """Each parameter on its own scale: how to place it on a plot axis.
 
-The scale a parameter is sampled on is the scale it should be looked at on (DOMAIN.md): a learning
+The scale a parameter is sampled on is the scale it should be looked at on: a learning
 rate on a log axis, momentum beta as 1-beta on a log axis (0.9, 0.99, 0.999 evenly spaced), a
 power-of-two batch size on a log2 axis. Studies tuner did not create have no spec: numbers go on
 a linear axis and anything else on a category axis.

@@ -1,7 +1,7 @@
 """Hyperparameter declarations: what a user writes under ``params:``.
 
 Each parameter carries its *scale*, the coordinate system in which sampling is uniform. The scale
-is what makes random search good (DOMAIN.md: learning rate in log10, momentum beta in log10(1-beta),
+is what makes random search good (learning rate in log10, momentum beta in log10(1-beta),
 batch sizes as powers of two), so it is validated here, once, with messages that say how to fix it.
 """
 
