@@ -47,9 +47,8 @@ from tuner.training._trainer import (
     _EVAL_CHUNK,
     CLASSIFICATION_METRICS,
     REGRESSION_METRICS,
-    _autocast,
     _cuda_only,
-    _prepare,
+    _settings,
 )
 
 __all__ = ["fit_pack", "pack_key", "pack_widths", "probe_pack_size"]
@@ -87,14 +86,7 @@ class _Member:
 def _setup(config: Mapping[str, Any], ctx: TrialContext, kind: str) -> _Member:
     """Everything ``_fit`` does before its first ``randperm``, in the same order (so the same
     ``SpecError`` comes first), leaving the global RNG as it was."""
-    config = dict(config or {})
-    data = _prepare(config, ctx, kind)
-    device = torch.device(ctx.device)
-    batch_size = min(_params.integer(config, "batch_size", 64, low=1), data.x_train.shape[0])
-    patience = None
-    if config.get("early_stopping_patience") is not None:
-        patience = _params.integer(config, "early_stopping_patience", 0, low=1)
-    autocast = _autocast(config, device)
+    config, data, device, batch_size, patience, autocast = _settings(config, ctx, kind)
     # Without a seed a solo run continues the global stream; members must not share one, so
     # each draws its own seed from it.
     seed = ctx.seed if ctx.seed is not None else int(torch.randint(0, 2**62, ()).item())

@@ -178,7 +178,10 @@ def fit_cnn(config: Mapping[str, Any], ctx: TrialContext) -> dict[str, float]:
     return _fit(config, ctx, "cnn")
 
 
-def _fit(config: Mapping[str, Any], ctx: TrialContext, kind: str) -> dict[str, float]:
+def _settings(config: Mapping[str, Any] | None, ctx: TrialContext, kind: str) -> tuple[
+        dict[str, Any], Dataset, torch.device, int, int | None, Callable[[], Any]]:
+    """What a run settles before it builds its network, in this order (so the same ``SpecError``
+    comes first alone and in a pack): config, data, device, batch size, patience, autocast."""
     config = dict(config or {})
     data = _prepare(config, ctx, kind)
     device = torch.device(ctx.device)
@@ -186,7 +189,11 @@ def _fit(config: Mapping[str, Any], ctx: TrialContext, kind: str) -> dict[str, f
     patience = None
     if config.get("early_stopping_patience") is not None:
         patience = _params.integer(config, "early_stopping_patience", 0, low=1)
-    autocast = _autocast(config, device)
+    return config, data, device, batch_size, patience, _autocast(config, device)
+
+
+def _fit(config: Mapping[str, Any], ctx: TrialContext, kind: str) -> dict[str, float]:
+    config, data, device, batch_size, patience, autocast = _settings(config, ctx, kind)
     if ctx.seed is not None:
         torch.manual_seed(ctx.seed)  # the executor already offsets it per trial
 
