@@ -264,6 +264,42 @@ def test_postgres_drops_every_connection_mid_study(pg_url: str, tmp_path: Path) 
         assert list(study.curve(t.number)["epoch"]) == [1, 2, 3]
 
 
+@pytest.mark.postgres
+def test_opening_waits_out_a_restart_but_not_a_wrong_database(pg_url: str) -> None:
+    """While the server refuses connections (a restart), opening the storage waits and then
+    succeeds; a database that does not exist is a mistake, not a restart: one line at once."""
+    from sqlalchemy.engine import make_url
+
+    from tuner.storage import open_storage
+    from tuner.storage._engine import REOPEN_S
+
+    db = make_url(pg_url).database
+    admin = sa.create_engine(os.environ["TUNER_TEST_POSTGRES_URL"], isolation_level="AUTOCOMMIT")
+    opened: list[Any] = []
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'ALTER DATABASE "{db}" WITH ALLOW_CONNECTIONS false'))
+            try:
+                thread, errors = _run_in_thread(lambda: opened.append(open_storage(pg_url)))
+                time.sleep(1.5)
+                assert thread.is_alive() and not opened and not errors  # still waiting
+            finally:
+                conn.execute(sa.text(f'ALTER DATABASE "{db}" WITH ALLOW_CONNECTIONS true'))
+        thread.join(timeout=REOPEN_S)
+        assert not errors, errors
+        assert opened and opened[0].engine.dialect.name == "postgresql"
+        opened[0].engine.dispose()
+    finally:
+        admin.dispose()
+
+    wrong = make_url(pg_url).set(database=f"{db}_missing").render_as_string(hide_password=False)
+    started = time.monotonic()
+    with pytest.raises(tuner.StorageError, match="does not exist") as info:
+        open_storage(wrong)
+    assert time.monotonic() - started < REOPEN_S / 2  # no retrying a mistake
+    assert "\n" not in str(info.value)
+
+
 def test_eight_workers_on_sqlite_while_a_reader_polls(sqlite_url: str) -> None:
     """One writer per study: eight concurrent trials and a reader going as fast as it can (what
     the dashboard does) see no 'database is locked'."""

@@ -15,6 +15,8 @@ from tuner._study_reads import StudyReads
 from tuner.storage import Storage, open_storage, redact
 from tuner.storage import _queries as q
 from tuner.storage import _reads as reads
+from tuner.storage._engine import REOPEN_S
+from tuner.storage._transient import retry_disconnects
 
 if TYPE_CHECKING:
     import optuna
@@ -229,7 +231,7 @@ class Study(StudyReads):
 def load_study(name: str, storage: str | None = None) -> Study:
     """Open study ``name`` in ``storage`` (default: ``$TUNER_STORAGE`` or ``sqlite:///tuner.db``)."""
     st = open_storage(storage)
-    for row in q.study_rows(st.engine):
+    for row in retry_disconnects(lambda: q.study_rows(st.engine), for_s=REOPEN_S):
         if row["study_name"] == name:
             return Study(st, row["study_id"], name, row["direction"] or "MINIMIZE")
     raise StudyNotFoundError(

@@ -38,6 +38,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from tuner._errors import StorageError
 from tuner.storage import CurveRow, Storage, TrialRow
 from tuner.storage import _optuna as rows
+from tuner.storage._transient import first_line
 
 __all__ = ["WriteBehind", "TrialExtras", "RETRY_S"]
 
@@ -117,7 +118,7 @@ class _Finish(_Op):
         return True
 
     def fallback(self, conn: Connection, study_id: int, error: BaseException) -> bool:
-        reason = f"storage_error: {_first_line(error)}"[:250]
+        reason = f"storage_error: {first_line(error)}"[:250]
         failed = rows.Outcome(TrialState.FAIL, self.outcome.completed,
                               user_attrs={"reason": reason})
         if not rows.write_outcome(conn, self.trial_id, failed):
@@ -151,7 +152,7 @@ class _StudyAttr(_Op):
         rows.set_study_attr(conn, study_id, self.key, self.value)
 
     def fallback(self, conn: Connection, study_id: int, error: BaseException) -> None:
-        _log.warning("study attribute %s not stored: %s", self.key, _first_line(error))
+        _log.warning("study attribute %s not stored: %s", self.key, first_line(error))
 
 
 class WriteBehind:
@@ -282,14 +283,14 @@ class WriteBehind:
 
     def _last_resort(self, op: _Op, error: BaseException) -> None:
         if op.fatal_on_error:
-            raise StorageError(f"cannot write to the study's database: {_first_line(error)}")
-        _log.error("storage write failed permanently: %s", _first_line(error))
+            raise StorageError(f"cannot write to the study's database: {first_line(error)}")
+        _log.error("storage write failed permanently: %s", first_line(error))
         try:
             result = self._with_retry([op], lambda conn: op.fallback(conn, self._study_id, error))
         except StorageError:
             raise
         except Exception as e:  # noqa: BLE001
-            raise StorageError(f"cannot write to the study's database: {_first_line(e)}") from e
+            raise StorageError(f"cannot write to the study's database: {first_line(e)}") from e
         op.future.set_result(result)
 
     def _with_retry(self, batch: list[_Op], work: Callable[[Connection], Any]) -> Any:
@@ -304,9 +305,9 @@ class WriteBehind:
                 if time.monotonic() + delay > deadline:
                     raise StorageError(
                         f"the database was unreachable for {self._retry_for_s:g} s "
-                        f"({_first_line(e)}); the study stopped, `tuner resume` continues it"
+                        f"({first_line(e)}); the study stopped, `tuner resume` continues it"
                     ) from e
-                _log.warning("storage write failed (%s); retrying in %.1f s", _first_line(e), delay)
+                _log.warning("storage write failed (%s); retrying in %.1f s", first_line(e), delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
             finally:
@@ -336,8 +337,3 @@ def _retryable(e: BaseException) -> bool:
     if isinstance(e, (OperationalError, InterfaceError, StorageInternalError)):
         return True
     return isinstance(e, DBAPIError) and bool(e.connection_invalidated)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(getattr(e, "orig", None) or e).strip().splitlines()
-    return text[0] if text else type(e).__name__

@@ -20,10 +20,12 @@ from sqlalchemy.engine import Engine, make_url
 
 from tuner._errors import StorageError
 from tuner._secrets import redact_url
+from tuner.storage._transient import first_line, retry_disconnects
 
 __all__ = ["Storage", "open_storage", "resolve_url", "redact"]
 
 DEFAULT_URL = "sqlite:///tuner.db"
+REOPEN_S = 30.0  # how long opening keeps retrying a server that drops or refuses while restarting
 ENV_VAR = "TUNER_STORAGE"
 
 
@@ -65,26 +67,37 @@ def open_storage(url: str | None = None, *, upgrade: bool = True) -> Storage:
         engine_kwargs["pool_pre_ping"] = True
         engine_kwargs["pool_recycle"] = 1800
     try:
+        rdb = retry_disconnects(lambda: _open_rdb(url, engine_kwargs, upgrade=upgrade), for_s=REOPEN_S)
+    except StorageError:
+        raise
+    except Exception as e:
+        raise StorageError(
+            f"cannot open storage {redact(url)}: {first_line(e)}; check the URL, that the server "
+            f"runs, or set {ENV_VAR}"
+        ) from None
+    engine = rdb.engine
+    return Storage(url=url, optuna=rdb, engine=engine)
+
+
+def _open_rdb(url: str, engine_kwargs: dict[str, Any], *, upgrade: bool) -> optuna.storages.RDBStorage:
+    try:
         rdb = _creating_race_safe(lambda: optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs))
     except ModuleNotFoundError as e:
         raise StorageError(
             f"no driver for '{redact(url)}' ({e.name} is not installed); "
             "for PostgreSQL use postgresql+psycopg://"
         ) from None
-    except Exception as e:
-        reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
-        raise StorageError(
-            f"cannot open storage {redact(url)}: {reason}; check the URL, that the server runs, "
-            f"or set {ENV_VAR}"
-        ) from None
-    engine = rdb.engine
-    if engine.dialect.name == "sqlite":
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
-    if upgrade:
-        from tuner.storage._migrate import upgrade_schema
+    try:
+        if rdb.engine.dialect.name == "sqlite":
+            sa.event.listen(rdb.engine, "connect", _sqlite_pragmas)
+        if upgrade:
+            from tuner.storage._migrate import upgrade_schema
 
-        _creating_race_safe(lambda: upgrade_schema(engine))
-    return Storage(url=url, optuna=rdb, engine=engine)
+            _creating_race_safe(lambda: upgrade_schema(rdb.engine))
+    except BaseException:
+        rdb.engine.dispose()
+        raise
+    return rdb
 
 
 T = TypeVar("T")
