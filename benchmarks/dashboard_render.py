@@ -49,7 +49,7 @@ def fill(url: str, name: str, n_trials: int, epochs: int = 10, seed: int = 0) ->
     from tuner.storage import _optuna as o
 
     spec = load_spec(SPEC, study=name, trials=n_trials)
-    st = open_storage(url)
+    st = open_storage(url, create=True)
     rdb = st.optuna
     sid = rdb.create_new_study([StudyDirection.MAXIMIZE], name)
     rng = np.random.default_rng(seed)

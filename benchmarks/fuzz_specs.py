@@ -15,7 +15,7 @@ Outcomes:
 - ``traceback``: any other exception, or another exit code
 - ``slow``: took over 2 s (counted besides its outcome)
 - ``validate OK, submit spec error``: a valid example whose spec, taken through the path
-  ``submit`` takes (``load_spec`` -> ``check_runtime`` -> ``check_resources``, then the JSON
+  ``submit`` takes (``load_spec`` -> ``check_study`` -> ``check_resources``, then the JSON
   round trip the coordinator parses) raises a spec error
 
 Writes ``benchmarks/results/fuzz_specs.md`` and ``fuzz_specs.json``.
@@ -66,11 +66,12 @@ def _classify(path: Path) -> tuple[str, str]:
 def _submit_agrees(path: Path) -> str:
     """What ``tuner submit`` runs before Ray, and the coordinator's own parse of the stored spec."""
     from tuner._errors import TunerError
-    from tuner.spec import check_resources, check_runtime, load_spec, parse_spec
+    from tuner.spec import check_resources, load_spec, parse_spec
+    from tuner.training import check_study
 
     try:
         spec = load_spec(path)
-        check_runtime(spec)
+        check_study(spec)
         check_resources(spec, None)
         parse_spec(json.loads(json.dumps(spec.to_json_dict())))
     except TunerError:

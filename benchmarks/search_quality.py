@@ -30,7 +30,7 @@ import optuna
 import torch
 
 from tuner._errors import Diverged
-from tuner.samplers import create_sampler
+from tuner.samplers import create_sampler, trial_stage
 from tuner.samplers._coarse_to_fine import CoarseToFineSampler
 from tuner.spec import parse_spec, to_distribution
 from tuner.training import TrialContext, fit_mlp
@@ -43,7 +43,7 @@ DATASETS = {"digits": "val_loss", "breast_cancer": "val_loss", "diabetes": "val_
 SAMPLERS = ("c2f", "random", "grid", "tpe")
 BUDGETS = (30, 60)
 EPOCHS = 10
-PARAMS = {  # tuner/_spaces/digits_mlp.yaml: the five that matter most, each on its own scale
+PARAMS = {  # search_spaces/digits_mlp.yaml: the five that matter most, each on its own scale
     "lr": {"type": "float", "low": 1e-4, "high": 1.0, "scale": "log"},
     "momentum": {"type": "float", "low": 0.9, "high": 0.999, "scale": "one_minus_log"},
     "batch_size": {"type": "int", "low": 32, "high": 512, "scale": "pow2"},
@@ -97,9 +97,9 @@ def run_one(dataset: str, kind: str, seed: int, trials: int, design: dict[str, A
     started = time.perf_counter()
     for number in range(trials):
         trial = study.ask(dists)
-        if isinstance(sampler, CoarseToFineSampler):
-            stages.append(sampler.stage_of(study, trial.number))
-            trial.set_user_attr("stage", stages[-1])
+        stage = trial_stage(study.get_trials(deepcopy=False)[trial.number])
+        if stage is not None:  # the sampler records it in before_trial
+            stages.append(stage)
         ctx = TrialContext(
             trial_number=number,
             epochs=spec.epochs,

@@ -95,10 +95,12 @@ def open_coordinator(spec: dict, url: str, *, resume: bool = False, **kw: object
     from tuner.storage import open_storage
     from tuner.storage._runs import begin_run
 
-    run = begin_run(open_storage(url), spec["study"], resume=resume,
+    run = begin_run(open_storage(url, create=True), spec["study"], resume=resume,
                     direction=spec.get("objective", {}).get("direction", "minimize"),
                     spec_json=spec)
-    return Coordinator(spec, url, run=run, resume=resume, **kw)
+    from tuner.spec import parse_spec
+
+    return Coordinator(parse_spec(spec), url, run=run, resume=resume, **kw)
 
 
 def small_spec(name: str | None = None, **over: object) -> dict:

@@ -13,7 +13,8 @@ from torch import nn
 import tuner
 from tests.conftest import SPACES, small_spec
 from tuner import SpecError
-from tuner.spec import check_runtime, load_spec, parse_spec
+from tuner.spec import load_spec, parse_spec
+from tuner.training import check_study
 from tuner.training import TrialContext, build_cnn, fit_cnn, fit_mlp, load_dataset
 
 torch.set_num_threads(1)
@@ -82,7 +83,7 @@ def test_plain_features_are_refused_with_the_fix() -> None:
     spec = parse_spec(small_spec("c", trainable="builtin:cnn", dataset={"name": "wine"},
                                  fixed={"channels": 8}))
     with pytest.raises(SpecError) as err:
-        check_runtime(spec)  # before any Ray or torch start
+        check_study(spec)  # before any Ray or torch start
     assert err.value.field == "dataset.image_shape"
 
 
@@ -111,9 +112,9 @@ def test_cuda_switches_warn_and_stay_off_on_cpu() -> None:
     for key, value in (("compile", True), ("amp", "bf16")):
         spec = parse_spec(small_spec("g", fixed={key: value}))
         with pytest.raises(SpecError, match="only turned on on CUDA") as err:
-            check_runtime(spec)
+            check_study(spec)
         assert err.value.field == f"fixed.{key}"
-        check_runtime(parse_spec(small_spec("g", fixed={key: value},
+        check_study(parse_spec(small_spec("g", fixed={key: value},
                                             resources={"workers": 1, "gpus_per_trial": 0.5})))
 
 
@@ -128,7 +129,7 @@ def test_compile_and_bf16_on_cuda() -> None:
 def test_shipped_cnn_spec() -> None:
     spec = load_spec(SPACES / "digits_cnn.yaml")
     assert spec.trainable == "builtin:cnn" and spec.pruner.kind == "asha"
-    check_runtime(spec)
+    check_study(spec)
 
 
 @pytest.mark.usefixtures("ray_session")

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import math
+import uuid
 from typing import Any
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
+import tuner
+from tuner._reasons import INFRA_REASONS
+from tuner.samplers import (
+    LEGACY_STAGE_ATTR,
+    STAGE_ATTR,
+    box_values,
+    decode_box,
+    next_stage,
+    stored_boxes,
+    trial_stage,
+)
 from tuner.samplers._coarse_to_fine import (
     CoarseToFineSampler,
     full_box,
@@ -242,9 +254,10 @@ def _run_in_flight(
     running: list[optuna.Trial] = []
     stages = {}
     for _ in range(n):
+        upcoming = next_stage(sampler, study)
         trial = study.ask(dists)
         stages[trial.number] = sampler.stage_of(study, trial.number)
-        trial.set_user_attr("stage", stages[trial.number])
+        assert upcoming == stages[trial.number]
         running.append(trial)
         if len(running) == in_flight:
             done = running.pop(0)
@@ -282,8 +295,9 @@ def test_plain_optuna_with_trials_in_flight_stays_inside_each_stage_box(qmc: boo
                     lo, hi = box[name]
                     assert lo - 1e-9 <= to_internal(param, t.params[name]) <= hi + 1e-9
         assert box["lr"][1] - box["lr"][0] < 4.0  # it did zoom in on the parameter that matters
-    for t in trials.values():
-        assert t.user_attrs["stage"] == stages[t.number]
+    for t in trials.values():  # the sampler recorded each stage itself, under its own key
+        assert t.system_attrs[STAGE_ATTR] == trial_stage(t) == stages[t.number]
+        assert LEGACY_STAGE_ATTR not in t.user_attrs
 
 
 def test_two_processes_agree_on_the_boxes_and_a_resume_reuses_them(tmp_path: Any) -> None:
@@ -333,3 +347,115 @@ def test_enqueued_trials_keep_their_params() -> None:
     study.enqueue_trial({"lr": 0.5})
     trial = study.ask({"lr": to_distribution(LR)})
     assert trial.params == {"lr": 0.5}
+
+
+@pytest.mark.parametrize("reason", sorted(INFRA_REASONS))
+def test_every_requeued_reason_uses_no_stage_budget(reason: str) -> None:
+    """One set (``tuner._reasons.INFRA_REASONS``) for the coordinator's re-queue and the stage
+    positions: a ``tuner cancel`` (reason ``cancelled``) does not shift the later stages."""
+    sampler = CoarseToFineSampler({"lr": LR}, n_trials=4, stages=2)
+    study = optuna.create_study(sampler=sampler)
+    _add(study, {"lr": 1e-3}, 1.0)
+    _add(study, {"lr": 1e-2}, None, TrialState.FAIL, reason=reason)
+    _add(study, {"lr": 1e-2}, 2.0)
+    assert [sampler.stage_of(study, n) for n in range(5)] == [0, 0, 0, 1, 1]
+
+
+def test_next_stage_is_none_for_samplers_without_stages() -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler())
+    assert next_stage(study.sampler, study) is None
+    study.ask({"lr": to_distribution(LR)})
+    assert STAGE_ATTR not in study.trials[0].system_attrs and trial_stage(study.trials[0]) is None
+
+
+def test_trial_stage_reads_the_key_older_studies_stored() -> None:
+    def frozen(**attrs: Any) -> optuna.trial.FrozenTrial:
+        return optuna.trial.create_trial(state=TrialState.RUNNING, **attrs)
+
+    assert trial_stage(frozen(user_attrs={"stage": 2})) == 2  # stored before STAGE_ATTR
+    assert trial_stage(frozen(system_attrs={STAGE_ATTR: 1}, user_attrs={"stage": 2})) == 1
+    assert trial_stage(frozen(user_attrs={"stage": "warm-up"})) is None  # a user's own attribute
+    assert trial_stage(frozen(user_attrs={"stage": True})) is None
+
+
+def test_stored_boxes_decode_in_coordinates_and_in_values() -> None:
+    attrs = {
+        "c2f_box_1": {"stage": 1, "top_trials": [4], "params": {
+            "lr": {"low": -3.0, "high": -2.0}, "beta": {"low": -3.0, "high": -2.0},
+            "act": {"choices": ["tanh"]}, "gone": {"low": 0.0, "high": 1.0}}},
+        "c2f_box_x": {"params": {}},  # looks like a box, is not one
+        "note": "unrelated",
+    }
+    records = stored_boxes(attrs)
+    assert list(records) == [1] and records[1]["top_trials"] == [4]
+    box = decode_box(records[1]["params"])
+    assert box == {"lr": (-3.0, -2.0), "beta": (-3.0, -2.0), "act": ["tanh"], "gone": (0.0, 1.0)}
+    values = box_values(box, SPACE)
+    assert _close(values["lr"], (1e-3, 1e-2))
+    assert _close(values["beta"], (0.99, 0.999))  # 1 - 10**x reverses the order: ascending again
+    assert values["act"] == ["tanh"] and values["gone"] == (0.0, 1.0)  # not in the space: as is
+
+
+def _c2f_db(url: str, new_name: str, old_name: str) -> None:
+    """Two studies in one database: ``new`` run by the sampler now, ``old`` as studies stored
+    before ``c2f:stage`` look (the stage in the user attribute ``stage``)."""
+    sampler = CoarseToFineSampler({"lr": LR}, n_trials=6, stages=3, top_k=2, seed=0)
+    new = optuna.create_study(storage=url, study_name=new_name, sampler=sampler)
+    new.optimize(lambda t: abs(math.log10(t.suggest_float("lr", 1e-4, 1.0, log=True)) + 2),
+                 n_trials=7)
+    for attrs in ({"system_attrs": {STAGE_ATTR: 2}, "user_attrs": {"stage": 2}},  # counted once
+                  {"user_attrs": {"stage": "warm-up"}}):  # a user's own attribute: no stage
+        new.add_trial(optuna.trial.create_trial(
+            params={"lr": 1e-2}, distributions={"lr": to_distribution(LR)}, value=0.0, **attrs))
+    old = optuna.create_study(storage=url, study_name=old_name)
+    for i in range(4):
+        old.add_trial(optuna.trial.create_trial(
+            params={"lr": 1e-2}, distributions={"lr": to_distribution(LR)}, value=float(i),
+            user_attrs={"stage": i // 2}))
+    old.set_user_attr("c2f_box_1", {"stage": 1, "positions": [2, 4], "top_trials": [0],
+                                    "params": {"lr": {"low": -3.0, "high": -1.0}}})
+
+
+def test_readers_show_the_stages_of_new_and_of_older_studies(storage_url: str) -> None:
+    names = f"new-{uuid.uuid4().hex[:8]}", f"old-{uuid.uuid4().hex[:8]}"
+    _c2f_db(storage_url, *names)
+    new, old = (tuner.load_study(name, storage_url) for name in names)
+    assert [t.stage for t in new.trials()] == [0, 0, 1, 1, 2, 2, 2, 2, None]
+    assert new.stage_counts() == {0: 2, 1: 2, 2: 4}
+    assert [i.trials for i in new.stages()] == [[0, 1], [2, 3], [4, 5, 6, 7]]
+    assert [i.stage for i in new.stages(trials=False)] == [0, 1, 2]
+    assert [t.number for t in new.trial_page(stage=2).trials] == [4, 5, 6, 7]
+    assert new.param_table()["stage"].tolist()[:8] == [0, 0, 1, 1, 2, 2, 2, 2]
+    assert [t.stage for t in old.trials()] == [0, 0, 1, 1]
+    assert old.stage_counts() == {0: 2, 1: 2}
+    assert [(i.stage, i.trials, i.top_trials) for i in old.stages()] == [
+        (0, [0, 1], []), (1, [2, 3], [0])]
+    assert old.stages()[1].scale_box == {"lr": (-3.0, -1.0)}
+    assert old.trial_page(stage=1).total == 2 and old.trial(3).stage == 1
+
+
+def test_the_coordinator_stores_the_stages_the_sampler_recorded(sqlite_url: str) -> None:
+    """No coarse-to-fine code in the coordinator: the stage the sampler set in ``before_trial``
+    reaches the database with the trial, and a lost worker's re-run keeps the stages in step."""
+    from tests.conftest import open_coordinator, small_spec
+    from tuner.execution import TrialResult
+
+    spec = small_spec(trials=6, sampler={"kind": "coarse-to-fine", "stages": 3, "top_k": 2,
+                                         "seed": 0})
+    c = open_coordinator(spec, sqlite_url)
+    a = c.next_trial("w0")
+    c.next_trial("w1")
+    c.worker_lost("w1")  # re-queued: its re-run takes its place in stage 0
+    values = iter([0.5, 0.9, 0.7, 0.2, 0.8, 0.6])
+    while a is not None:
+        a = c.next_trial("w0", TrialResult(trial_id=a.trial_id, number=a.number,
+                                           state="COMPLETE", value=next(values)))
+    c.close()
+    study = tuner.load_study(spec["study"], sqlite_url)
+    stages = [(t.stage, t.reason) for t in study.trials()]
+    assert stages == [(0, None), (0, "worker_lost"), (0, None), (1, None), (1, None), (2, None),
+                      (2, None)]
+    assert [i.stage for i in study.stages()] == [0, 1, 2] and study.stages()[1].top_trials
+    plain = optuna.load_study(study_name=spec["study"], storage=sqlite_url).trials
+    assert [trial_stage(t) for t in plain] == [s for s, _ in stages]
+    assert all(STAGE_ATTR in t.system_attrs and "stage" not in t.user_attrs for t in plain)

@@ -280,7 +280,7 @@ def test_opening_waits_out_a_restart_but_not_a_wrong_database(pg_url: str) -> No
         with admin.connect() as conn:
             conn.execute(sa.text(f'ALTER DATABASE "{db}" WITH ALLOW_CONNECTIONS false'))
             try:
-                thread, errors = _run_in_thread(lambda: opened.append(open_storage(pg_url)))
+                thread, errors = _run_in_thread(lambda: opened.append(open_storage(pg_url, create=True)))
                 time.sleep(1.5)
                 assert thread.is_alive() and not opened and not errors  # still waiting
             finally:

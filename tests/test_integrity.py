@@ -217,12 +217,12 @@ def test_a_second_driver_is_refused_and_a_dead_ones_lease_is_taken_over(storage_
 
 def test_two_submits_of_one_name_race_in_the_database(storage_url: str) -> None:
     spec = small_spec()
-    storage = open_storage(storage_url)
+    storage = open_storage(storage_url, create=True)
     outcomes: list[Any] = []
 
     def submit() -> None:
         try:
-            outcomes.append(begin_run(open_storage(storage_url), spec["study"], resume=False,
+            outcomes.append(begin_run(open_storage(storage_url, create=True), spec["study"], resume=False,
                                       spec_json=spec))
         except StudyExistsError as e:
             outcomes.append(e)

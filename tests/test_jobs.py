@@ -203,3 +203,30 @@ def test_cancel_unknown_study_is_exit_2(sqlite_url: str, ray_session: str) -> No
     assert result.exit_code == 2 and "nor a running Ray job at http" in result.stderr
     local = runner.invoke(app, ["cancel", "nope", "--storage", sqlite_url])
     assert local.exit_code == 2 and "pass --address" in local.stderr
+
+
+def test_each_job_ships_a_package_of_its_own(tmp_path: Path) -> None:
+    """Ray skips uploading a folder whose content hash the cluster holds, even when that package
+    is about to expire; each job's zip carries its id, so it is new to the cluster and uploaded
+    whole. Databases, caches and VCS folders stay behind."""
+    import zipfile
+
+    from tuner.execution._jobs import _package
+
+    code = tmp_path / "code"
+    (code / "pkg").mkdir(parents=True)
+    (code / "pkg" / "train.py").write_text("def fit(config, ctx):\n    return 0.0\n")
+    (code / "tuner.db").write_text("not shipped")
+    (code / ".git").mkdir()
+    (code / ".git" / "HEAD").write_text("not shipped")
+    (code / "pkg" / "__pycache__").mkdir()
+    (code / "pkg" / "__pycache__" / "train.cpython-311.pyc").write_bytes(b"not shipped")
+    zips = []
+    for job_id in ("tuner-s-aaaa", "tuner-s-bbbb"):
+        out = tmp_path / job_id
+        out.mkdir()
+        zips.append(_package(code, job_id, out))
+    first, second = (zipfile.ZipFile(z) for z in zips)
+    assert sorted(first.namelist()) == [".tuner-job", "pkg/train.py"]
+    assert first.read(".tuner-job") != second.read(".tuner-job")
+    assert zips[0].read_bytes() != zips[1].read_bytes()  # so their content hashes differ

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 import tuner
 from tests.conftest import open_coordinator, small_spec
 from tuner.execution._worker import TrialWorker
+from tuner.samplers import trial_stage
 from tuner.spec import parse_spec
 
 WIDE_SPACE = {
@@ -38,7 +39,7 @@ def _packed_spec(**over: Any) -> dict:
 
 def _worker(spec: dict) -> TrialWorker:
     worker = TrialWorker(1, False)
-    worker.prepare(parse_spec(spec).to_json_dict())
+    worker.prepare(parse_spec(spec))
     return worker
 
 
@@ -126,8 +127,8 @@ def test_coarse_to_fine_packs_never_span_a_stage(sqlite_url: str) -> None:
     trials = {t.number: t for t in _attrs(sqlite_url, spec["study"])}
     assert len(trials) == 12
     for batch in stages:
-        assert len({trials[a.number].user_attrs["stage"] for a in batch}) == 1
-    assert {t.user_attrs["stage"] for t in trials.values()} == {0, 1, 2}
+        assert len({trial_stage(trials[a.number]) for a in batch}) == 1
+    assert {trial_stage(t) for t in trials.values()} == {0, 1, 2}
 
 
 def test_user_trainables_and_pack_1_take_the_single_trial_path(sqlite_url: str) -> None:

@@ -16,7 +16,7 @@ from tuner.storage._migrate import VERSION_TABLE, alembic_config
 
 
 def test_tables_and_own_alembic_version(storage_url: str) -> None:
-    st = open_storage(storage_url)
+    st = open_storage(storage_url, create=True)
     names = set(sa.inspect(st.engine).get_table_names())
     assert {"trials", "trial_params", "tuner_studies", "tuner_trials", "tuner_curves",
             VERSION_TABLE, "alembic_version"} <= names
@@ -25,11 +25,11 @@ def test_tables_and_own_alembic_version(storage_url: str) -> None:
         theirs = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
     assert ours == ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert theirs != ours
-    open_storage(storage_url)  # second open: no migration, no error
+    open_storage(storage_url, create=True)  # second open: no migration, no error
 
 
 def test_sqlite_uses_wal(sqlite_url: str) -> None:
-    st = open_storage(sqlite_url)
+    st = open_storage(sqlite_url, create=True)
     with st.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 60000
@@ -53,7 +53,7 @@ def test_optuna_schema_declaration_matches_optuna() -> None:
 def test_unreachable_postgres_is_one_clear_error_without_password() -> None:
     url = "postgresql+psycopg://user:s3cret@127.0.0.1:1/db"
     with pytest.raises(StorageError) as e:
-        open_storage(url)
+        open_storage(url, create=True)
     assert "s3cret" not in str(e.value) and "***" in str(e.value)
     assert "check the URL" in str(e.value)
 
@@ -65,7 +65,7 @@ def test_not_a_url() -> None:
 
 def test_missing_sqlite_folder(tmp_path) -> None:
     with pytest.raises(StorageError, match="does not exist"):
-        open_storage(f"sqlite:///{tmp_path}/no/such/dir/t.db")
+        open_storage(f"sqlite:///{tmp_path}/no/such/dir/t.db", create=True)
 
 
 def test_redact() -> None:
@@ -75,7 +75,7 @@ def test_redact() -> None:
 def _open(url: str) -> None:
     from tuner.storage import open_storage
 
-    open_storage(url).engine.dispose()
+    open_storage(url, create=True).engine.dispose()
 
 
 def test_many_processes_create_a_new_database_at_once(tmp_path: Path) -> None:

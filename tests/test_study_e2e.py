@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 import tuner
 from tests.conftest import small_spec
 from tuner.cli import app
+from tuner.samplers import trial_stage
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 runner = CliRunner()
@@ -111,6 +112,20 @@ def test_cli_submit_best_trials_status_json(tmp_path: Path, sqlite_url: str) -> 
     csv_out = runner.invoke(app, ["best", name, "--k", "2", "--format", "csv", "--storage", sqlite_url])
     assert csv_out.stdout.splitlines()[0].startswith("number,value,state,duration_s")
     assert len(csv_out.stdout.splitlines()) == 3
+
+    def table_columns(*flags: str) -> list[str]:
+        """The header row of ``tuner best``'s table."""
+        table = runner.invoke(app, ["best", name, "--k", "2", "--storage", sqlite_url, *flags])
+        assert table.exit_code == 0, table.output
+        header = next(line for line in table.stdout.splitlines() if line.startswith("┃"))
+        return [c.strip() for c in header.strip("┃").split("┃")]
+
+    params = {"lr", "batch_size", "layers"}
+    narrow = table_columns()  # fits a terminal: no run details by default
+    assert narrow[:4] == ["rank", "number", "value", "state"] and set(narrow[4:]) == params
+    wide = table_columns("--wide")
+    assert wide[:6] == ["rank", "number", "value", "state", "duration_s", "epochs"]
+    assert set(wide[6:-3]) == params and wide[-3:] == ["reason", "host", "device"]
 
     status = runner.invoke(app, ["status", "--format", "json", "--storage", sqlite_url])
     entry = [s for s in json.loads(status.stdout) if s["name"] == name][0]
@@ -209,6 +224,6 @@ def test_coarse_to_fine_study_on_two_workers(sqlite_url: str) -> None:
             for name, (lo, hi) in st.box.items():
                 assert lo - 1e-9 <= t.params[name] <= hi + 1e-9, (st.stage, name, t.number)
     plain = optuna.load_study(study_name=spec["study"], storage=sqlite_url)
-    assert "c2f_box_1" in plain.user_attrs and plain.trials[0].user_attrs["stage"] == 0
+    assert "c2f_box_1" in plain.user_attrs and trial_stage(plain.trials[0]) == 0
     result = runner.invoke(app, ["best", spec["study"], "--format", "csv", "--storage", sqlite_url])
     assert result.stdout.splitlines()[0].startswith("number,value,state,duration_s,epochs,stage,")

@@ -19,6 +19,7 @@ from typing import Any
 
 from tuner._errors import SpecError
 from tuner._study import load_study
+from tuner.storage import Storage
 from tuner.spec import (
     CategoricalParam,
     FloatParam,
@@ -48,7 +49,8 @@ class WarmStart:
         return f"warm start from '{donor}': " + "; ".join(self.notes)
 
 
-def plan_warm_start(spec: StudySpec, donor: str, storage: str | None, k: int = DEFAULT_K) -> WarmStart:
+def plan_warm_start(spec: StudySpec, donor: str, storage: Storage | str | None,
+                    k: int = DEFAULT_K) -> WarmStart:
     """The donor's ``k`` best complete configurations, fitted to ``spec.params``.
 
     Raises ``StudyNotFoundError`` (one line, exit code 2) when ``donor`` is not in ``storage``

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import sys
+import warnings
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional, TypeVar
+from typing import Annotated, Any, Callable, Iterator, Optional, TypeVar
 
 import click
 import typer
@@ -18,9 +20,11 @@ from rich.markup import escape
 import tuner
 from tuner._errors import TunerError
 from tuner._secrets import scrub
+from tuner._study import STATES
 from tuner._text import MAX_LINE, one_line
 from tuner.cli._format import render_rows, render_trials
 from tuner.cli._progress import StudyProgress
+from tuner.spec import SAMPLER_KINDS
 from tuner.storage import ENV_VAR
 
 __all__ = ["app", "main"]
@@ -30,8 +34,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 out = Console(width=None if sys.stdout.isatty() else 240)
 err = Console(stderr=True)
 T = TypeVar("T")
-
-SPACES_DIR = Path(__file__).resolve().parent.parent / "_spaces"
 
 StorageOpt = Annotated[Optional[str], typer.Option(
     "--storage", help="Database URL (default: $TUNER_STORAGE or sqlite:///tuner.db).")]
@@ -89,7 +91,7 @@ def submit(
     storage: StorageOpt = None,
     trials: Annotated[Optional[int], typer.Option(help="Number of trials.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Concurrent trials.")] = None,
-    sampler: Annotated[Optional[str], typer.Option(help="random | grid | tpe")] = None,
+    sampler: Annotated[Optional[str], typer.Option(help=" | ".join(SAMPLER_KINDS))] = None,
     seed: Annotated[Optional[int], typer.Option(help="Sampler seed.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs per trial.")] = None,
     address: Annotated[Optional[str], typer.Option(help="Ray cluster (auto, ray://host:10001).")] = None,
@@ -103,32 +105,21 @@ def submit(
 ) -> None:
     """Run a study to completion (local Ray by default), then print the best trials."""
     def body() -> None:
-        from tuner.execution import run_study
-        from tuner.spec import check_resources, check_runtime
-
-        parsed = tuner.load_spec(spec, **{
-            "study": name, "trials": trials, "resources.workers": workers, "sampler.kind": sampler,
-            "sampler.seed": seed, "epochs": epochs})
-        check_runtime(parsed)
-        if not detach:  # a detached study runs on the cluster, which decides what fits
-            check_resources(parsed, address)
-        plan = None
-        if warm_start is not None:
-            from tuner._warm_start import plan_warm_start
-
-            if detach:
-                raise tuner.SpecError("--warm-start", "does not work with --detach yet; run the "
-                                      "study in the foreground, or drop --warm-start")
-            plan = plan_warm_start(parsed, warm_start, storage, warm_start_k)
-            if plan.summary(warm_start):
-                err.print(f"warning: {plan.summary(warm_start)}", highlight=False, soft_wrap=True)
+        if detach and warm_start is not None:
+            raise tuner.SpecError("--warm-start", "does not work with --detach yet; run the "
+                                  "study in the foreground, or drop --warm-start")
+        # a detached study runs on the cluster, which decides what fits
+        parsed = tuner.validate(spec, address=address, resources=not detach, name=name,
+                                trials=trials, workers=workers, sampler=sampler, seed=seed,
+                                epochs=epochs)
         if detach:
             _detach(parsed, storage, address)
             return
-        with StudyProgress(err, parsed.study, enabled=not quiet) as bar:
-            final = run_study(parsed, storage, address=address, on_progress=bar.update,
-                              warm_start=plan.entries if plan else None, on_ray=_interrupt_on_term)
-        _finish(parsed.study, storage, final)
+        with StudyProgress(err, parsed.study, enabled=not quiet) as bar, _warnings_on_stderr():
+            study = tuner.submit(parsed, storage=storage, address=address, warm_start=warm_start,
+                                 warm_start_k=warm_start_k, progress=bar.update,
+                                 on_ray=_interrupt_on_term)
+        _finish(study)
     _guard(body)
 
 
@@ -143,18 +134,16 @@ def resume(
 ) -> None:
     """Continue a stored study to its trial count; trials interrupted by a crash run again."""
     def body() -> None:
-        from tuner.execution import run_study
-
-        spec = tuner.load_study(study, storage).spec
+        spec = tuner.load_study(study, storage).spec  # a missing study: one line, no Ray
         if spec is None:
-            raise TunerError(f"study '{study}' was not created by tuner; there is no spec to resume")
+            raise tuner.StudyNotFoundError(
+                f"study '{study}' was not created by tuner; it has no spec to resume")
         if detach:
             _detach(spec, storage, address, resume=True, trials=trials)
             return
         with StudyProgress(err, study, enabled=not quiet) as bar:
-            final = run_study(spec, storage, address=address, resume=True, trials=trials,
-                              on_progress=bar.update, on_ray=_interrupt_on_term)
-        _finish(study, storage, final)
+            _finish(tuner.resume(study, storage=storage, address=address, trials=trials,
+                                 progress=bar.update, on_ray=_interrupt_on_term))
     _guard(body)
 
 
@@ -174,13 +163,25 @@ def _detach(spec: Any, storage: str | None, address: str | None, *, resume: bool
               f"stop: `tuner cancel {job.study}`", highlight=False, soft_wrap=True)
 
 
-def _finish(study: str, storage: str | None, final: dict[str, Any]) -> None:
-    s = tuner.load_study(study, storage)
-    err.print(f"study '{study}': {final['complete']} complete, {final['pruned']} pruned, "
-              f"{final['failed']} failed")
-    best = s.best_trials(5)
+def _finish(study: tuner.Study) -> None:
+    c = study.counts()
+    err.print(f"study '{study.name}': {c['COMPLETE']} complete, {c['PRUNED']} pruned, "
+              f"{c['FAIL']} failed")
+    best = study.best_trials(5)
     if best:
-        render_trials(out, best, "table", f"best trials of {study}")
+        render_trials(out, best, "table", f"best trials of {study.name}", wide=False, ranked=True)
+
+
+@contextlib.contextmanager
+def _warnings_on_stderr() -> Iterator[None]:
+    """A ``UserWarning`` from the API (what a warm start dropped) as one ``warning:`` line."""
+    def show(message: Warning | str, *args: Any, **kwargs: Any) -> None:
+        err.print(f"warning: {message}", highlight=False, soft_wrap=True, markup=False)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)
+        warnings.showwarning = show
+        yield
 
 
 @app.command()
@@ -194,11 +195,8 @@ def validate(
     ranges, the dataset file, trainable import, built-in values, sampler, resources)."""
     def body() -> None:
         from tuner.samplers import grid_size
-        from tuner.spec import check_resources, check_runtime
 
-        parsed = tuner.load_spec(spec)
-        check_runtime(parsed)
-        check_resources(parsed, address)
+        parsed = tuner.validate(spec, address=address)
         extra = f", grid of {grid_size(parsed)}" if parsed.sampler.kind == "grid" else ""
         out.print(f"ok: study '{parsed.study}', {len(parsed.params)} params, {parsed.trials} trials,"
                   f" sampler {parsed.sampler.kind}{extra}")
@@ -213,33 +211,33 @@ def status(
 ) -> None:
     """Every study: state, counts by trial state, best value (and its Ray job, if detached)."""
     def body() -> None:
-        from tuner.execution._control import control_by_study
-        from tuner.storage import open_storage
+        from tuner.execution._jobs import study_status
 
-        rows = [s.to_dict() for s in tuner.list_studies(storage)]
-        control = control_by_study(open_storage(storage))
-        jobs = {}
-        if address is not None:
-            from tuner.execution._jobs import tuner_jobs
-
-            for j in reversed(tuner_jobs(address)):  # newest last: it wins
-                jobs[j["study"]] = j
-        for row in rows:
-            c = control.get(row["name"], {})
-            if c.get("cancel_requested") and row["state"] != "running":
-                row["state"] = "cancelled"
-            job = jobs.pop(row["name"], None)
-            job_id = (job or {}).get("job_id") or c.get("job", {}).get("id")
-            if job_id or address:
-                row["job"] = job_id
-                row["job_status"] = (job or {}).get("status")
-        for j in jobs.values():  # submitted, not started yet (or failed before it could start)
-            rows.append({"name": j["study"], "state": j["status"].lower(), "job": j["job_id"],
-                         "job_status": j["status"], "message": j["message"]})
+        rows = study_status(storage, address)
         if not rows and format == Fmt.table:
             out.print("no studies yet; run `tuner submit SPEC`")
             return
         render_rows(out, rows, format.value, "studies")
+    _guard(body)
+
+
+db_app = typer.Typer(no_args_is_help=True, help="The study database (tuner's tables beside Optuna's).")
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade(storage: StorageOpt = None) -> None:
+    """Create tuner's tables, or migrate them to this version. Reading commands (status, best,
+    trials, the dashboard) never do: they run on read-only roles and files. Submit and resume
+    do it themselves."""
+    def body() -> None:
+        from tuner.storage import open_storage, redact
+        from tuner.storage._migrate import head_revision
+
+        st = open_storage(storage, create=True)
+        st.engine.dispose()
+        out.print(f"ok: tuner's tables in {redact(st.url)} are at revision {head_revision()}",
+                  highlight=False, soft_wrap=True)
     _guard(body)
 
 
@@ -274,22 +272,24 @@ def logs(
 def best(
     study: Annotated[str, typer.Argument()], k: Annotated[int, typer.Option("--k", min=1)] = 5,
     storage: StorageOpt = None, format: Annotated[Fmt, typer.Option("--format")] = Fmt.table,
+    wide: Annotated[bool, typer.Option(
+        "--wide", help="Also duration, epochs, reason, host and device (the table only: json "
+                       "and csv always carry every column).")] = False,
 ) -> None:
-    """The k best complete trials of a study."""
+    """The k best complete trials of a study: rank, trial number, value, state, stage and params."""
     _guard(lambda: render_trials(out, tuner.load_study(study, storage).best_trials(k),
-                                 format.value, f"best {k} of {study}"))
+                                 format.value, f"best {k} of {study}", wide=wide, ranked=True))
 
 
 @app.command()
 def trials(
     study: Annotated[str, typer.Argument()],
-    state: Annotated[Optional[list[str]], typer.Option(help="COMPLETE, PRUNED, FAIL, RUNNING, WAITING (repeatable)")] = None,
+    state: Annotated[Optional[list[str]], typer.Option(help=f"{', '.join(STATES)} (repeatable)")] = None,
     storage: StorageOpt = None, format: Annotated[Fmt, typer.Option("--format")] = Fmt.table,
     limit: Annotated[Optional[int], typer.Option(min=1)] = None,
 ) -> None:
     """Trials of a study by number."""
     def body() -> None:
-        from tuner.storage._queries import STATES
 
         for s in state or []:
             if s.upper() not in STATES:
@@ -303,8 +303,10 @@ def trials(
 def spaces() -> None:
     """The specs shipped with tuner (copy one and edit it)."""
     def body() -> None:
+        from tuner._spaces import DIR
+
         rows = []
-        for path in sorted(SPACES_DIR.glob("*.yaml")):
+        for path in sorted(DIR.glob("*.yaml")):
             s = tuner.load_spec(path)
             rows.append({"file": str(path), "study": s.study, "trainable": s.trainable,
                          "dataset": s.dataset.name if s.dataset else "-",

@@ -12,7 +12,7 @@ from tuner.execution._coordinator import INFRA_REASONS, Assignment, Coordinator,
 
 __all__ = [
     "Coordinator", "Assignment", "TrialResult", "INFRA_REASONS", "TrialWorker", "run_trial",
-    "run_study", "ensure_ray", "absolute_url", "release_workers",
+    "run_study", "ensure_ray", "release_workers",
 ]
 
 _LAZY = {
@@ -20,7 +20,6 @@ _LAZY = {
     "run_trial": "tuner.execution._trial",
     "run_study": "tuner.execution._driver",
     "ensure_ray": "tuner.execution._driver",
-    "absolute_url": "tuner.execution._driver",
     "release_workers": "tuner.execution._pool",
 }
 

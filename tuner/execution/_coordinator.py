@@ -51,8 +51,8 @@ from tuner._errors import StorageError
 from tuner._reasons import CLAIMED_ELSEWHERE, INFRA_REASONS
 from tuner.execution._control import cancel_requested, clear_cancel, record_job
 from tuner.execution._writer import RETRY_S, TrialExtras, WriteBehind
-from tuner.samplers import CoarseToFineSampler, create_pruner, create_sampler, grid_size
-from tuner.spec import StudySpec, parse_spec, to_distribution
+from tuner.samplers import create_pruner, create_sampler, grid_size, next_stage, trial_stage
+from tuner.spec import StudySpec, to_distribution
 from tuner.storage import TrialRow, open_storage
 from tuner.storage import _optuna as rows
 from tuner.storage._lease import RENEW_S
@@ -125,7 +125,7 @@ class Coordinator:
     """Runs the study of ``run`` (created or taken over by the driver, see ``storage._runs``).
 
     Args:
-        spec_json: the validated spec, as JSON.
+        spec: the validated spec (parsed once, by whoever submitted the study).
         storage_url: the database.
         run: the study id and the lease this run holds.
         resume: continue a stored study (trials left RUNNING by a dead driver re-run first).
@@ -137,13 +137,13 @@ class Coordinator:
     """
 
     def __init__(
-        self, spec_json: dict[str, Any], storage_url: str, *, run: Run, resume: bool = False,
+        self, spec: StudySpec, storage_url: str, *, run: Run, resume: bool = False,
         trials: int | None = None, job: dict[str, Any] | None = None, poll_s: float = 1.0,
         warm_start: list[dict[str, Any]] | None = None, retry_for_s: float = RETRY_S,
     ) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self._spec: StudySpec = parse_spec(spec_json)
-        self._storage = open_storage(storage_url, upgrade=False)
+        self._spec = spec
+        self._storage = open_storage(storage_url)  # the driver created and migrated it
         self._run = run
         self._study_id = run.study_id
         self._dists = {n: to_distribution(p) for n, p in self._spec.params.items()}
@@ -324,9 +324,7 @@ class Coordinator:
         None when a queued trial turned out to be taken by another process: ask again."""
         trial = self._mem.ask(self._dists)
         mem_id = self._mem_storage.get_trial_id_from_study_id_trial_number(self._mem_sid, trial.number)
-        if isinstance(self._sampler, CoarseToFineSampler):
-            trial.set_user_attr("stage", self._sampler.stage_of(self._mem, trial.number))
-            self._sync_study_attrs()
+        self._sync_study_attrs()  # the sampler may have stored a box (coarse-to-fine)
         frozen = self._mem_storage.get_trial(mem_id)
         started = rows.utcnow()
         if mem_id in self._waiting:  # Optuna's ask popped a queued trial: claim it
@@ -421,22 +419,19 @@ class Coordinator:
     def _stage_ends(self) -> bool:
         """Coarse-to-fine: the next ask would open a new stage while this one has trials held
         (its box would be drawn before they even ran)."""
-        if not self._held or not isinstance(self._sampler, CoarseToFineSampler):
+        if not self._held:
             return False
         if any(self._mem_storage.get_trial(i).state == TrialState.WAITING for i in self._waiting):
             return False  # the next ask pops a queued trial (a re-run): no new stage starts
-        upcoming = len(self._mem_storage.get_all_trials(self._mem_sid, deepcopy=False))
-        stage = self._sampler.stage_of(self._mem, upcoming)
-        return any(h.trial.user_attrs.get("stage") != stage for h in self._held)
+        stage = next_stage(self._sampler, self._mem)  # None: the sampler has no stages
+        return stage is not None and any(
+            trial_stage(self._mem_storage.get_trial(h.mem_id)) != stage for h in self._held)
 
     def _ask_ahead(self) -> _Held:
         trial = self._mem.ask(self._dists)
         mem_id = self._mem_storage.get_trial_id_from_study_id_trial_number(self._mem_sid, trial.number)
-        stage = None
-        if isinstance(self._sampler, CoarseToFineSampler):
-            stage = self._sampler.stage_of(self._mem, trial.number)
-            trial.set_user_attr("stage", stage)
-            self._sync_study_attrs()
+        stage = trial_stage(self._mem_storage.get_trial(mem_id))  # set by the sampler, or None
+        self._sync_study_attrs()
         config = {**self._spec.fixed, **trial.params}
         key = pack_key(config, self._pack_kind or "")
         widths = pack_widths(config, self._pack_kind or "") or (0,)

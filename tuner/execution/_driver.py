@@ -16,15 +16,16 @@ from ray.exceptions import RayActorError, RayError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from tuner._errors import SpecError, StorageError, StudyCancelled, TunerError
+from tuner._text import error_line
 from tuner.execution._coordinator import Coordinator
 from tuner.execution._pool import return_workers, take_workers
 from tuner.execution._worker import TrialWorker
 from tuner.execution._writer import RETRY_S
 from tuner.spec import StudySpec
-from tuner.storage import open_storage, resolve_url
+from tuner.storage import Storage, get_storage
 from tuner.storage._runs import Run, begin_run, end_run
 
-__all__ = ["run_study", "ensure_ray", "absolute_url"]
+__all__ = ["run_study", "ensure_ray"]
 
 _log = logging.getLogger(__name__)
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -32,15 +33,6 @@ DONE_GRACE_S = 10.0
 """How long, once every outcome is stored, the driver waits for workers still to report."""
 ABORT_FLUSH_S = 30.0
 """How long a stopping study waits for its pending writes; what is not stored re-runs on resume."""
-
-
-def absolute_url(url: str) -> str:
-    """Make a relative SQLite path absolute: Ray workers may not share the driver's cwd."""
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
-        path = url[len("sqlite:///"):]
-        if path and path != ":memory:":
-            return "sqlite:///" + os.path.abspath(path)
-    return url
 
 
 def ensure_ray(address: str | None = None) -> None:
@@ -63,7 +55,7 @@ def ensure_ray(address: str | None = None) -> None:
 
 
 def run_study(
-    spec: StudySpec, storage: str | None = None, *, address: str | None = None,
+    spec: StudySpec, storage: Storage | str | None = None, *, address: str | None = None,
     resume: bool = False, trials: int | None = None, on_progress: ProgressFn | None = None,
     poll_s: float = 0.2, job: dict[str, Any] | None = None,
     warm_start: list[dict[str, Any]] | None = None, on_ray: Callable[[], None] | None = None,
@@ -74,18 +66,22 @@ def run_study(
     The study is created (or, with ``resume``, taken over) and its lease taken on this process,
     before Ray starts: a taken name or a study another driver runs fails in a second, and a study
     exists whole or not at all. ``on_ray`` runs once Ray is up (the CLI installs its signal
-    handlers there, after Ray's own). ``job`` (``{"id", "address"}``) is recorded on the study
-    when a Ray job runs it (``--detach``). Raises :class:`StudyCancelled` when ``tuner cancel``
+    handlers there, after Ray's own). ``job`` (``{"id", "address"}``; by default from the
+    ``TUNER_JOB_*`` variables of a ``--detach`` job) is recorded on the study. Raises :class:`StudyCancelled` when ``tuner cancel``
     stops the study meanwhile, :class:`StorageError` when the database is lost past
     ``retry_for_s``; every error is a :class:`TunerError` with a one-line message.
     """
-    url = absolute_url(resolve_url(storage))
-    store = open_storage(url)
+    if job is None and os.environ.get("TUNER_JOB_ID"):  # the Ray job `submit --detach` made
+        job = {"id": os.environ["TUNER_JOB_ID"], "address": os.environ.get("TUNER_JOB_ADDRESS")}
+    store = get_storage(storage, create=True)
+    url = store.url
+    owned = not isinstance(storage, Storage)  # what we opened, we close
     try:
         run = begin_run(store, spec.study, resume=resume, direction=spec.objective.direction,
                         spec_json=spec.to_json_dict(), version=_version())
     except BaseException:
-        store.engine.dispose()
+        if owned:
+            store.engine.dispose()
         raise
     try:
         ensure_ray(address)
@@ -99,27 +95,27 @@ def run_study(
         cause = getattr(e, "cause", None)
         if isinstance(cause, TunerError):
             raise cause from None
-        raise TunerError(f"the study stopped: {_last_line(e)}") from None
+        raise TunerError(f"the study stopped: {error_line(e)}") from None
     finally:
         try:
             end_run(store, run)
         except Exception as e:  # noqa: BLE001 - a stale lease is taken over by the next resume
-            _log.warning("could not release the study's lease: %s", _last_line(e))
-        store.engine.dispose()
+            _log.warning("could not release the study's lease: %s", error_line(e))
+        if owned:
+            store.engine.dispose()
 
 
 def _drive(spec: StudySpec, url: str, run: Run, *, address: str | None, resume: bool,
            trials: int | None, on_progress: ProgressFn | None, poll_s: float,
            job: dict[str, Any] | None, warm_start: list[dict[str, Any]] | None,
            retry_for_s: float) -> dict[str, Any]:
-    spec_json = spec.to_json_dict()
     n_workers = spec.resources.workers
     # Beside the driver (the head node for jobs and Ray Client): a GPU node that goes away must
     # not take the study's only copy of its in-memory state with it.
     coord = ray.remote(Coordinator).options(
         num_cpus=0, max_concurrency=2 * n_workers + 8, max_restarts=0,
         scheduling_strategy=_near_driver(),
-    ).remote(spec_json, url, run=run, resume=resume, trials=trials, job=job,
+    ).remote(spec, url, run=run, resume=resume, trials=trials, job=job,
              warm_start=warm_start, retry_for_s=retry_for_s)
     res = spec.resources
     worker_cls = ray.remote(TrialWorker).options(
@@ -138,7 +134,7 @@ def _drive(spec: StudySpec, url: str, run: Run, *, address: str | None, resume: 
         seq += 1
         if actor is None:
             actor = worker_cls.remote(max(1, int(res.cpus_per_trial)), res.gpus_per_trial > 0, code_dir)
-        runs[actor.run.remote(coord, spec_json, wid)] = (wid, actor)
+        runs[actor.run.remote(coord, spec, wid)] = (wid, actor)
 
     # Workers start (torch, dataset) while the coordinator loads the study: both take seconds.
     # A worker with nothing left to do gets None at once and returns to the pool.
@@ -174,7 +170,7 @@ def _drive(spec: StudySpec, url: str, run: Run, *, address: str | None, resume: 
                         early_deaths = early_deaths + 1 if lost is None else 0
                         if early_deaths >= 3:
                             raise TunerError("workers die before running any trial: "
-                                             f"{_last_line(e)}") from None
+                                             f"{error_line(e)}") from None
                     if not ray.get(coord.progress.remote())["done"]:
                         spawn()
             for wid in ray.get(coord.take_timed_out.remote()):
@@ -243,13 +239,13 @@ def _abort(coord: Any, workers: list[Any]) -> None:
     try:
         ray.get(coord.stop.remote())
     except Exception as e:  # noqa: BLE001 - best effort on the way out
-        _log.warning("could not stop the coordinator cleanly: %s", _last_line(e))
+        _log.warning("could not stop the coordinator cleanly: %s", error_line(e))
     for actor in workers:
         ray.kill(actor)
     try:
         ray.get(coord.close.remote(ABORT_FLUSH_S), timeout=ABORT_FLUSH_S + 5)
     except Exception as e:  # noqa: BLE001
-        _log.warning("could not flush the study's pending writes: %s", _last_line(e))
+        _log.warning("could not flush the study's pending writes: %s", error_line(e))
     ray.kill(coord)
 
 
@@ -262,12 +258,6 @@ def _unwrap(call: Callable[[], Any]) -> Any:
         if isinstance(cause, TunerError):
             raise cause from None
         raise
-
-
-def _last_line(e: BaseException) -> str:
-    """Ray wraps a remote error in its traceback: the last line is the error itself."""
-    text = str(e).strip().splitlines()
-    return text[-1] if text else type(e).__name__
 
 
 def _version() -> str:

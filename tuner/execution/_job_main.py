@@ -8,6 +8,7 @@ stops it the same clean way as Ctrl-C: running trials are marked and re-run on `
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -36,8 +37,8 @@ def main() -> NoReturn:
 
 
 def _run() -> int:
-    from tuner.execution._driver import ensure_ray, run_study
-    from tuner.spec import check_runtime, parse_spec
+    import tuner
+    from tuner.spec import parse_spec
 
     raw = os.environ.get("TUNER_JOB_SPEC")
     if not raw:
@@ -49,19 +50,21 @@ def _run() -> int:
                          "a password, so it was not sent with the job; set TUNER_STORAGE on the "
                          "Ray nodes from a secret (see deploy/README.md)")
     spec = parse_spec(json.loads(raw))
-    check_runtime(spec)
-    job = {"id": os.environ.get("TUNER_JOB_ID", "unknown"),
-           "address": os.environ.get("TUNER_JOB_ADDRESS")}
-    ensure_ray("auto")
-    signal.signal(signal.SIGTERM, _interrupt)
     print(f"study '{spec.study}': {spec.trials} trials, {spec.resources.workers} workers, "
-          f"job {job['id']}", flush=True)
+          f"job {os.environ.get('TUNER_JOB_ID', 'unknown')}", flush=True)
     trials = os.environ.get("TUNER_JOB_TRIALS")
-    final = run_study(spec, storage, address="auto", job=job, on_progress=_ProgressLog(),
-                      resume=os.environ.get("TUNER_JOB_RESUME") == "1",
-                      trials=None if trials is None else int(trials))
-    print(f"done: {final['complete']} complete, {final['pruned']} pruned, {final['failed']} failed,"
-          f" best {final['best_value']} (trial {final['best_number']})", flush=True)
+    on_ray = functools.partial(signal.signal, signal.SIGTERM, _interrupt)  # after Ray's own
+    if os.environ.get("TUNER_JOB_RESUME") == "1":
+        study = tuner.resume(spec.study, storage=storage, address="auto", progress=_ProgressLog(),
+                             trials=None if trials is None else int(trials), on_ray=on_ray)
+    else:
+        study = tuner.submit(spec, storage=storage, address="auto", progress=_ProgressLog(),
+                             on_ray=on_ray)
+    counts = study.counts()
+    best = study.best_trials(1)
+    print(f"done: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} "
+          f"failed, best {best[0].value if best else None} "
+          f"(trial {best[0].number if best else None})", flush=True)
     return 0
 
 

@@ -13,10 +13,13 @@ runtime environment to anyone who can reach its dashboard); the job then uses th
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
+import tempfile
 import time
 import uuid
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,11 +27,13 @@ from urllib.parse import urlparse
 
 from tuner._errors import SpecError, StudyNotFoundError, TunerError
 from tuner._secrets import has_password as url_has_password
+from tuner._text import error_line
 from tuner.execution._control import job_of, request_cancel
 from tuner.spec import StudySpec
-from tuner.storage import open_storage, redact
+from tuner.storage import EmptyStorageError, open_storage, redact, resolve_url
 
-__all__ = ["DetachedJob", "submit_detached", "cancel_study", "tuner_jobs", "job_logs",
+__all__ = [
+    "study_status","DetachedJob", "submit_detached", "cancel_study", "tuner_jobs", "job_logs",
            "jobs_address", "ENTRYPOINT"]
 
 ENTRYPOINT = "python -m tuner.execution._job_main"
@@ -73,7 +78,7 @@ def _client(address: str | None) -> Any:
         return JobSubmissionClient(where)
     except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, ValueError, RuntimeError
         raise TunerError(
-            f"cannot reach Ray's job API at {where or 'the local cluster'}: {_first_line(e)}; "
+            f"cannot reach Ray's job API at {where or 'the local cluster'}: {error_line(e)}; "
             "pass --address http://HEAD:8265 (the Ray dashboard port) or ray://HEAD:10001"
         ) from None
 
@@ -83,17 +88,16 @@ def submit_detached(spec: StudySpec, storage_url: str, address: str | None,
                     trials: int | None = None) -> DetachedJob:
     """Submit ``spec`` as a Ray job and return at once; the job runs the study to its count
     (``resume``: continues a stored study, to ``trials`` if given)."""
-    from tuner.execution._driver import absolute_url
     from tuner.storage._runs import check_name
 
-    url = absolute_url(storage_url)
+    url = resolve_url(storage_url)
     where = jobs_address(address)
     if url.startswith("sqlite") and where and urlparse(where).hostname not in _LOCAL:
         raise SpecError("--storage", f"a SQLite file on this machine is not reachable from the "
                         f"cluster at {where}; use a shared database (postgresql+psycopg://...)")
     client = _client(address)
     api = client.get_address()
-    storage = open_storage(url)
+    storage = open_storage(url, create=True)  # submitting creates the tables, as a run would
     try:
         check_name(storage, spec.study, resume=resume)
     finally:
@@ -111,22 +115,55 @@ def submit_detached(spec: StudySpec, storage_url: str, address: str | None,
     if not has_password:
         env["TUNER_STORAGE"] = url
     runtime_env: dict[str, Any] = {"env_vars": env}
+    staging = tempfile.TemporaryDirectory(prefix="tuner-job-")
     if needs_code:
-        runtime_env.update(working_dir=str(code), excludes=_EXCLUDES)
+        runtime_env["working_dir"] = str(_package(code, job_id, Path(staging.name)))
+    try:
+        _submit(client, job_id, runtime_env, {"tuner_study": spec.study, "tuner_storage": redact(url)})
+    finally:
+        staging.cleanup()
+    return DetachedJob(job_id, spec.study, api, storage_shipped=not has_password)
+
+
+def _package(code: Path, job_id: str, into: Path) -> Path:
+    """The code folder as a zip of its own, with the job id in it.
+
+    Ray names an uploaded folder by its content hash and skips the upload when the cluster
+    already holds that name; a package that is about to expire (Ray drops unused ones after
+    10 minutes) is then gone before the job starts ("Failed to download runtime_env file
+    package"). A package unique to each job is always uploaded whole, just before its job.
+    """
+    archive = into / f"{job_id}.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        top = ""  # the working dir is the zip's root (Ray keeps a local zip's layout)
+        zf.writestr(".tuner-job", job_id)
+        for root, dirs, files in os.walk(code):
+            dirs[:] = sorted(d for d in dirs if not _excluded(d))
+            for name in sorted(files):
+                if not _excluded(name):
+                    path = Path(root) / name
+                    zf.write(path, top + path.relative_to(code).as_posix())
+    return archive
+
+
+def _excluded(name: str) -> bool:
+    return any(fnmatch.fnmatch(name, pattern) for pattern in _EXCLUDES)
+
+
+def _submit(client: Any, job_id: str, runtime_env: dict[str, Any], metadata: dict[str, str]) -> None:
     deadline = time.monotonic() + _AGENT_WAIT_S
     while True:
         try:
             client.submit_job(entrypoint=ENTRYPOINT, submission_id=job_id, runtime_env=runtime_env,
-                              metadata={"tuner_study": spec.study, "tuner_storage": redact(url)})
-            break
+                              metadata=metadata)
+            return
         except Exception as e:  # noqa: BLE001 - Ray's errors here are plain RuntimeErrors
             # A head whose job agent has not (re)registered yet answers 500 "No available agent
             # to submit job, please try again later": transient by Ray's own words, so wait.
             if "No available agent" in str(e) and time.monotonic() < deadline:
                 time.sleep(1.0)
                 continue
-            raise TunerError(f"Ray refused the job: {_first_line(e)}") from None
-    return DetachedJob(job_id, spec.study, api, storage_shipped=not has_password)
+            raise TunerError(f"Ray refused the job: {error_line(e)}") from None
 
 
 def cancel_study(study: str, storage: str | None, address: str | None = None) -> list[str]:
@@ -137,17 +174,23 @@ def cancel_study(study: str, storage: str | None, address: str | None = None) ->
     driver SIGTERM so running trials are marked ``cancelled`` and re-run on ``tuner resume``.
     """
     done: list[str] = []
-    st = open_storage(storage)
-    try:
-        study_id: int | None = st.optuna.get_study_id_from_name(study)
-    except KeyError:
-        study_id = None
+    url = resolve_url(storage)
+    study_id: int | None = None
     job = None
-    if study_id is not None:
-        request_cancel(st, study_id)
-        done.append(f"cancel requested in {redact(st.url)}")
-        job = job_of(st, study_id)
-    st.engine.dispose()
+    try:
+        st = open_storage(url)
+    except EmptyStorageError:
+        pass
+    else:
+        try:
+            study_id = st.optuna.get_study_id_from_name(study)
+        except KeyError:
+            study_id = None
+        if study_id is not None:
+            request_cancel(st, study_id)
+            done.append(f"cancel requested in {redact(st.url)}")
+            job = job_of(st, study_id)
+        st.engine.dispose()
     candidates: list[tuple[str, str | None]] = []
     if job is not None:
         candidates.append((job["id"], job.get("address") or address))
@@ -164,9 +207,37 @@ def cancel_study(study: str, storage: str | None, address: str | None = None) ->
         where = (f" nor a running Ray job at {jobs_address(address) or 'the local cluster'}"
                  if address is not None or os.environ.get("RAY_ADDRESS") else
                  " (a detached study that has not started yet: pass --address)")
-        raise StudyNotFoundError(f"study '{study}' is not in {redact(st.url)}{where}; "
+        raise StudyNotFoundError(f"study '{study}' is not in {redact(url)}{where}; "
                                  "`tuner status` lists the studies")
     return done
+
+
+def study_status(storage: str | None, address: str | None = None) -> list[dict[str, Any]]:
+    """``tuner status``: every stored study (``StudySummary.to_dict``), its state corrected by
+    a cancel request, and its Ray job; with ``address``, also the detached studies that have
+    not started yet (they are only in Ray's job table)."""
+    import tuner
+    from tuner.execution._control import control_by_study
+
+    rows = [s.to_dict() for s in tuner.list_studies(storage)]
+    control = control_by_study(open_storage(storage)) if rows else {}
+    jobs = {}
+    if address is not None:
+        for j in reversed(tuner_jobs(address)):  # newest last: it wins
+            jobs[j["study"]] = j
+    for row in rows:
+        c = control.get(row["name"], {})
+        if c.get("cancel_requested") and row["state"] != "running":
+            row["state"] = "cancelled"
+        job = jobs.pop(row["name"], None)
+        job_id = (job or {}).get("job_id") or c.get("job", {}).get("id")
+        if job_id or address:
+            row["job"] = job_id
+            row["job_status"] = (job or {}).get("status")
+    for j in jobs.values():  # submitted, not started yet (or failed before it could start)
+        rows.append({"name": j["study"], "state": j["status"].lower(), "job": j["job_id"],
+                     "job_status": j["status"], "message": j["message"]})
+    return rows
 
 
 def tuner_jobs(address: str | None) -> list[dict[str, Any]]:
@@ -180,7 +251,7 @@ def tuner_jobs(address: str | None) -> list[dict[str, Any]]:
         out.append({
             "job_id": j.submission_id, "study": meta["tuner_study"], "status": str(j.status.value),
             "storage": meta.get("tuner_storage"), "start_time": _ms(j.start_time),
-            "end_time": _ms(j.end_time), "message": _last_line(j.message),
+            "end_time": _ms(j.end_time), "message": error_line(j.message),
         })
     return sorted(out, key=lambda r: r["start_time"] or "", reverse=True)
 
@@ -188,15 +259,19 @@ def tuner_jobs(address: str | None) -> list[dict[str, Any]]:
 def job_logs(study: str, storage: str | None, address: str | None) -> str:
     """The driver log of the Ray job that runs (or ran) ``study``."""
     job_id, where = None, address
-    st = open_storage(storage)
     try:
-        job = job_of(st, st.optuna.get_study_id_from_name(study))
-        if job is not None:
-            job_id, where = job["id"], job.get("address") or address
-    except KeyError:
-        pass
-    finally:
-        st.engine.dispose()
+        st = open_storage(storage)
+    except EmptyStorageError:
+        st = None
+    if st is not None:
+        try:
+            job = job_of(st, st.optuna.get_study_id_from_name(study))
+            if job is not None:
+                job_id, where = job["id"], job.get("address") or address
+        except KeyError:
+            pass
+        finally:
+            st.engine.dispose()
     if job_id is None and address is None and not os.environ.get("RAY_ADDRESS"):
         raise StudyNotFoundError(f"study '{study}' has no Ray job recorded in {redact(st.url)}; "
                                  "only `--detach` studies have job logs (or pass --address)")
@@ -232,13 +307,3 @@ def _ms(t: int | None) -> str | None:
 
     return None if not t else dt.datetime.fromtimestamp(t / 1000, dt.timezone.utc).isoformat(
         timespec="seconds")
-
-
-def _last_line(text: str | None) -> str:
-    lines = [line for line in (text or "").strip().splitlines() if line.strip()]
-    return lines[-1] if lines else ""
-
-
-def _first_line(e: BaseException) -> str:
-    """The line of an exception that says what went wrong (Ray puts it last)."""
-    return _last_line(str(e)) or type(e).__name__

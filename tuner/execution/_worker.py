@@ -11,7 +11,6 @@ pack of one, and ``pack: 1``, run the single-trial path unchanged.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import socket
@@ -23,7 +22,7 @@ import torch
 
 from tuner.execution._coordinator import Assignment, TrialResult
 from tuner.execution._trial import run_trial
-from tuner.spec import StudySpec, parse_spec
+from tuner.spec import StudySpec
 from tuner.training._pack_key import PACKABLE_KINDS
 from tuner.training import TrialContext, load_dataset, resolve_trainable
 
@@ -59,21 +58,18 @@ class TrialWorker:
         # The first torch.optim optimizer of a process imports torch._dynamo (seconds); pay it
         # here, while the coordinator starts, not inside the first trial's measured duration.
         torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
-        self._spec_key: str | None = None
         self._spec: StudySpec | None = None
         self._fn: Any = None
         self._pack = 1
 
-    def prepare(self, spec_json: dict[str, Any]) -> None:
+    def prepare(self, spec: StudySpec) -> None:
         """Import the trainable and load the dataset onto the device before the first trial."""
-        key = json.dumps(spec_json, sort_keys=True)
-        if key == self._spec_key:
+        if spec == self._spec:
             return
-        spec = parse_spec(spec_json)
         self._fn = resolve_trainable(spec.trainable)
         if spec.dataset is not None and spec.trainable.startswith("builtin:"):
             load_dataset(spec.dataset.model_dump(), self._device)
-        self._spec, self._spec_key = spec, key
+        self._spec = spec
         self._pack = self._pack_size(spec)
 
     def _pack_size(self, spec: StudySpec) -> int:
@@ -95,9 +91,9 @@ class TrialWorker:
         except Exception:  # noqa: BLE001 - a config the trainer refuses: trials fail alone, as today
             return 1
 
-    def run(self, coordinator: Any, spec_json: dict[str, Any], worker_id: str) -> int:
+    def run(self, coordinator: Any, spec: StudySpec, worker_id: str) -> int:
         """Pull-train-push loop; returns how many trials this worker ran."""
-        self.prepare(spec_json)
+        self.prepare(spec)
         if self._pack > 1:
             return self._run_packs(coordinator, worker_id)
         result: TrialResult | None = None

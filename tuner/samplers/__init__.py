@@ -1,6 +1,16 @@
 """Samplers that know tuner's scales, and the spec -> sampler/pruner factory."""
 
-from tuner.samplers._coarse_to_fine import CoarseToFineSampler
+from tuner.samplers._base import same_distribution
+from tuner.samplers._coarse_to_fine import (
+    LEGACY_STAGE_ATTR,
+    STAGE_ATTR,
+    CoarseToFineSampler,
+    box_values,
+    decode_box,
+    next_stage,
+    stored_boxes,
+    trial_stage,
+)
 from tuner.samplers._factory import (
     GridSampler,
     create_pruner,
@@ -12,5 +22,6 @@ from tuner.samplers._random import ScaledRandomSampler, draw
 
 __all__ = [
     "ScaledRandomSampler", "GridSampler", "CoarseToFineSampler", "draw", "create_sampler", "create_pruner", "grid_search_space",
-    "grid_size",
+    "grid_size", "same_distribution", "STAGE_ATTR", "LEGACY_STAGE_ATTR", "trial_stage", "next_stage",
+    "stored_boxes", "decode_box", "box_values",
 ]

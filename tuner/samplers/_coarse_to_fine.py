@@ -11,6 +11,13 @@ Nothing lives in the sampler object: the stage of a trial follows from its posit
 and each stage's box is computed once, the first time it is needed, and stored as the study user
 attribute ``c2f_box_<stage>``; afterwards every process reads the stored box. So any number of
 workers, and a resumed study, agree on the stages and the boxes.
+
+The sampler keeps its own books: ``before_trial`` records each trial's stage as the trial system
+attribute ``c2f:stage`` (namespaced, as Optuna's GA samplers keep ``nsga2:generation``), so
+whoever runs the study (the coordinator, plain ``study.optimize``) needs no code for it. Read it
+with :func:`trial_stage`, which also reads the user attribute ``stage`` that studies stored
+before this key was introduced carry; read stored boxes with :func:`stored_boxes` and
+:func:`decode_box`.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from optuna.samplers import BaseSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
@@ -37,18 +45,23 @@ from tuner.spec import (
     internal_bounds,
     to_internal,
 )
+from tuner.spec._model import check_stage_split
 
 __all__ = [
-    "BOX_ATTR", "REQUEUED_REASONS", "Box", "CoarseToFineSampler", "full_box", "place", "split_trials",
-    "zoom",
+    "LEGACY_STAGE_ATTR", "STAGE_ATTR", "Box", "CoarseToFineSampler", "box_values", "decode_box",
+    "full_box", "next_stage", "place", "split_trials", "stored_boxes", "trial_stage", "zoom",
 ]  # fmt: skip
 
 Box = dict[str, tuple[float, float] | list[Any]]
 """Per parameter: ``(lo, hi)`` in its internal coordinate, or the list of kept categories."""
 
-BOX_ATTR = "c2f_box_{stage}"
-REQUEUED_REASONS = INFRA_REASONS
-"""Failures that the coordinator re-queues (``tuner._reasons``): they use no stage budget."""
+STAGE_ATTR = "c2f:stage"
+"""Trial system attribute: the 0-based stage the trial was drawn in (set by ``before_trial``)."""
+LEGACY_STAGE_ATTR = "stage"
+"""Trial user attribute that held the stage in studies stored before ``STAGE_ATTR``: still read."""
+_BOX_PREFIX = "c2f_box_"
+_BOX_ATTR = _BOX_PREFIX + "{stage}"
+"""Study user attribute of each stage's box: ``{"stage", "positions", "top_trials", "params"}``."""
 _EPS = 1e-9
 
 
@@ -145,6 +158,60 @@ def place(param: ParamSpec, entry: tuple[float, float] | list[Any], u: float) ->
     return from_internal(param, lo + u * (hi - lo))
 
 
+def trial_stage(trial: FrozenTrial) -> int | None:
+    """The coarse-to-fine stage ``trial`` was drawn in, or None (another sampler, not asked yet).
+
+    ``STAGE_ATTR`` first; studies stored before it recorded the stage as the user attribute
+    ``LEGACY_STAGE_ATTR``, which is read so that their trials keep their stages.
+    """
+    value = trial.system_attrs.get(STAGE_ATTR, trial.user_attrs.get(LEGACY_STAGE_ATTR))
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def next_stage(sampler: BaseSampler, study: Study) -> int | None:
+    """The stage a trial asked now (not a queued one) would be drawn in; None when ``sampler``
+    has no stages. Lets a scheduler keep batches inside one stage without knowing the class."""
+    if not isinstance(sampler, CoarseToFineSampler):
+        return None
+    return sampler.stage_of(study, len(study.get_trials(deepcopy=False)))
+
+
+def stored_boxes(study_user_attrs: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
+    """Stage -> the record stored for its box (``stage``, ``positions``, ``top_trials`` and the
+    encoded ``params``, see :func:`decode_box`), from a study's user attributes. Keys that only
+    look like a box (``c2f_box_x``) are skipped."""
+    out: dict[int, dict[str, Any]] = {}
+    for key, record in study_user_attrs.items():
+        suffix = key[len(_BOX_PREFIX):] if key.startswith(_BOX_PREFIX) else ""
+        if suffix.isascii() and suffix.isdigit() and isinstance(record, Mapping):
+            out[int(suffix)] = dict(record)
+    return out
+
+
+def decode_box(stored: Mapping[str, Any]) -> Box:
+    """A stored record's ``params`` as a :data:`Box`: ``(lo, hi)`` in each parameter's internal
+    coordinate, or the kept choices. Only the parameters stored (no defaults for the others)."""
+    return {
+        name: list(entry["choices"]) if "choices" in entry else (entry["low"], entry["high"])
+        for name, entry in stored.items()
+    }
+
+
+def box_values(box: Box, space: Mapping[str, ParamSpec]) -> Box:
+    """``box`` in values rather than internal coordinates (lr 1e-3..1e-2, not -3..-2), each
+    ``(lo, hi)`` ascending (``one_minus_log`` reverses the order); categoricals, and parameters
+    that ``space`` does not know, are returned as they are."""
+    out: Box = {}
+    for name, entry in box.items():
+        param = space.get(name)
+        if param is None or isinstance(param, CategoricalParam) or isinstance(entry, list):
+            out[name] = entry
+            continue
+        a, b = from_internal(param, entry[0]), from_internal(param, entry[1])
+        out[name] = (min(a, b), max(a, b))
+    return out
+
+
 def _encode(box: Box, space: Mapping[str, ParamSpec]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, entry in box.items():
@@ -156,12 +223,10 @@ def _encode(box: Box, space: Mapping[str, ParamSpec]) -> dict[str, Any]:
 
 
 def _decode(stored: Mapping[str, Any], space: Mapping[str, ParamSpec]) -> Box:
-    box = full_box(space)  # a parameter added to the space since the box was stored: full range
-    for name, entry in stored.items():
-        if name in space:
-            box[name] = (
-                list(entry["choices"]) if "choices" in entry else (entry["low"], entry["high"])
-            )
+    """The sampler's view of a stored box: a parameter added to the space since it was stored
+    gets its full range, one removed since is dropped."""
+    box = full_box(space)
+    box.update({k: v for k, v in decode_box(stored).items() if k in space})
     return box
 
 
@@ -186,10 +251,17 @@ class CoarseToFineSampler(ScaleAwareSampler):
     ``benchmarks/results/search_quality.md``.
 
     Trials beyond the budget stay in the last stage. The stage of a trial is its position in the
-    study, not counting earlier trials that failed with a re-queued reason (``reason`` user
-    attribute in ``REQUEUED_REASONS``). Record it with
-    ``trial.set_user_attr("stage", sampler.stage_of(study, trial.number))``.
+    study, not counting earlier trials that failed for an infrastructure reason (``reason`` user
+    attribute in ``tuner._reasons.INFRA_REASONS``: the coordinator re-queues those, so they use
+    no budget). ``before_trial`` records it on the trial (:data:`STAGE_ATTR`, read with
+    :func:`trial_stage`).
+
+    Parameters are drawn in the box only when asked with the distribution the spec implies; any
+    other distribution is drawn from as asked (see ``ScaleAwareSampler``). A single-objective
+    sampler: a multi-objective study is refused with a ``ValueError``.
     """
+
+    _single_objective = True
 
     def __init__(
         self,
@@ -214,16 +286,7 @@ class CoarseToFineSampler(ScaleAwareSampler):
                 f"min_width={min_width}"
             )
         if trials_per_stage is not None:
-            split = [int(n) for n in trials_per_stage]
-            if not split or min(split) < 1 or sum(split) != n_trials:
-                raise ValueError(
-                    f"trials_per_stage must be positive counts adding up to n_trials={n_trials}, "
-                    f"got {list(trials_per_stage)}; fix the counts or drop trials_per_stage"
-                )
-            if stages is not None and stages != len(split):
-                raise ValueError(
-                    f"stages={stages} but trials_per_stage has {len(split)} entries; drop stages"
-                )
+            split = check_stage_split(trials_per_stage, n_trials, stages, budget="n_trials")
         else:
             stages = 3 if stages is None else stages
             if stages < 1:
@@ -273,7 +336,7 @@ class CoarseToFineSampler(ScaleAwareSampler):
         lost = sum(
             1
             for t in trials
-            if t.number < number and t.user_attrs.get("reason") in REQUEUED_REASONS
+            if t.number < number and t.user_attrs.get("reason") in INFRA_REASONS
         )
         return number - lost
 
@@ -282,7 +345,7 @@ class CoarseToFineSampler(ScaleAwareSampler):
 
     def _box(self, study: Study, trials: Sequence[FrozenTrial], stage: int) -> Box:
         stage = min(max(stage, 0), len(self._split) - 1)
-        key = BOX_ATTR.format(stage=stage)
+        key = _BOX_ATTR.format(stage=stage)
         stored = study.user_attrs.get(key)
         if stored is not None:
             return _decode(stored["params"], self._space)
@@ -327,7 +390,7 @@ class CoarseToFineSampler(ScaleAwareSampler):
                 and self._stage_at(t.number - lost) < stage
             ):
                 done.append(t)
-            if t.user_attrs.get("reason") in REQUEUED_REASONS:
+            if t.user_attrs.get("reason") in INFRA_REASONS:
                 lost += 1
         sign = -1.0 if study.direction == StudyDirection.MAXIMIZE else 1.0
         done.sort(key=lambda t: (sign * float(t.value), t.number))  # type: ignore[arg-type]
@@ -335,10 +398,14 @@ class CoarseToFineSampler(ScaleAwareSampler):
 
     # --- sampling -----------------------------------------------------------------------------
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
-        self._raise_error_if_multi_objective(study)
+        """Fix the trial's stage and box before anything is drawn, and record the stage on the
+        trial (``STAGE_ATTR``) so every reader sees the stage the sampler used."""
+        self._check_objectives(study)
         trials = study.get_trials(deepcopy=False)
         stage = self._stage_at(self._position(trials, trial.number))
         self._pending[(study.study_name, trial.number)] = (stage, self._box(study, trials, stage))
+        if trial.system_attrs.get(STAGE_ATTR) != stage:
+            study._storage.set_trial_system_attr(trial._trial_id, STAGE_ATTR, stage)
 
     def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState, values: Any) -> None:
         self._pending.pop((study.study_name, trial.number), None)

@@ -27,6 +27,8 @@ class ScaledRandomSampler(ScaleAwareSampler):
     Args:
         space: parameter name -> tuner ``ParamSpec`` (as in a spec's ``params``).
         seed: seed of the generator; the same seed gives the same sequence of configurations.
+
+    Draws never look at results, so a study may have any number of objectives.
     """
 
     def __init__(self, space: Mapping[str, ParamSpec], seed: int | None = None) -> None:

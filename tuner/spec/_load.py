@@ -12,13 +12,13 @@ from typing import Any, Mapping, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from tuner._errors import SpecError, TunerError
+from tuner._errors import SpecError
 from tuner._text import excerpt
 from tuner.spec._limits import check_plain, field_path
-from tuner.spec._model import StudySpec
+from tuner.spec._model import DatasetSpec, StudySpec
 from tuner.spec._yaml import read_spec_file
 
-__all__ = ["load_spec", "parse_spec", "check_runtime", "spec_json_schema"]
+__all__ = ["load_spec", "parse_spec", "parse_dataset", "spec_json_schema"]
 
 _FILE_PREFIXES = ("csv:", "npz:", "parquet:")
 
@@ -30,6 +30,8 @@ def load_spec(source: str | Path | Mapping[str, Any] | StudySpec, **overrides: A
     any working directory.
     """
     base = Path.cwd()
+    if isinstance(source, StudySpec) and all(v is None for v in overrides.values()):
+        return source  # validated already: parsed once
     if isinstance(source, StudySpec):
         data: dict[str, Any] = source.to_json_dict()
     elif isinstance(source, Mapping):
@@ -53,7 +55,7 @@ def load_spec(source: str | Path | Mapping[str, Any] | StudySpec, **overrides: A
         resolved = Path(file) if Path(file).is_absolute() else base / file
         try:
             resolved = resolved.resolve()
-        except (OSError, ValueError):  # a NUL byte, a name too long: check_runtime says which
+        except (OSError, ValueError):  # a NUL byte, a name too long: check_study says which
             pass
         spec.dataset.name = f"{kind}:{resolved}"
     return spec
@@ -71,46 +73,18 @@ def parse_spec(data: Mapping[str, Any]) -> StudySpec:
         raise SpecError(field, message + more) from None
 
 
-def check_runtime(spec: StudySpec) -> None:
-    """Every check ``tuner submit`` makes before Ray starts, but the machine's resources
-    (``tuner.spec.check_resources``, which depends on where the study runs): the trainable imports, a
-    built-in's keys and values, the dataset loads (header and first rows), the objective is
-    reported, and the sampler, pruner and grid can be built.
-
-    Built-in trainables are checked by name, without importing torch (seconds the CLI would
-    otherwise spend before Ray even starts); a user's trainable is imported, which runs its
-    module's code.
-    """
-    from tuner.spec._preflight import check_search
-    from tuner.training._checks import (
-        BUILTIN_NAMES,
-        check_builtin_metric,
-        check_builtin_spec,
-        check_dataset_spec,
-        check_image_shape,
-    )
-
-    builtin = spec.trainable.split(":", 1)[1] if spec.trainable.startswith("builtin:") else None
-    if builtin is not None and builtin not in BUILTIN_NAMES:
-        raise SpecError("trainable", f"unknown built-in {excerpt(spec.trainable)}; use one of "
-                        + ", ".join(f"builtin:{n}" for n in BUILTIN_NAMES))
-    if builtin is None:
-        from tuner.training._resolve import resolve_trainable
-
-        try:
-            resolve_trainable(spec.trainable)
-        except TunerError as e:
-            raise SpecError("trainable", str(e)) from None
-    dataset = spec.dataset.model_dump() if spec.dataset else None
-    if builtin is not None:
-        check_builtin_spec(builtin, dict(spec.params), dict(spec.fixed), dataset,
-                           spec.resources.gpus_per_trial)
-    if dataset is not None:
-        info = check_dataset_spec(dataset)
-        if builtin is not None:
-            check_image_shape(builtin, dataset, info)
-            check_builtin_metric(builtin, spec.objective.metric, info.task)
-    check_search(spec)
+def parse_dataset(data: DatasetSpec | Mapping[str, Any]) -> DatasetSpec:
+    """A dataset section, validated by the one dataset schema; ``SpecError`` names the field."""
+    if isinstance(data, DatasetSpec):
+        return data
+    if not isinstance(data, Mapping):
+        raise SpecError("dataset", f"must be a mapping, e.g. {{name: digits}}, got {excerpt(data)}")
+    try:
+        return DatasetSpec.model_validate(dict(data))
+    except ValidationError as e:
+        err = e.errors(include_url=False)[0]
+        field, message = _explain({**err, "loc": ("dataset", *err["loc"])})
+        raise SpecError(field, message) from None
 
 
 def spec_json_schema() -> dict[str, Any]:

@@ -7,13 +7,14 @@ would cost someone a night of GPU time.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from tuner._text import excerpt
 from tuner.spec._limits import SEED_MAX
-from tuner.spec._params import ParamSpec
+from tuner.spec._params import ParamSpec, StrictModel
 
 __all__ = [
     "StudySpec",
@@ -31,9 +32,29 @@ PRUNER_KINDS = ("none", "median", "percentile", "successive_halving", "asha", "h
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
 
-class _Strict(BaseModel):
-    # NaN and infinities are never usable settings (nor storable as JSON: they would become null)
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+def check_stage_split(split: Sequence[int], trials: int, stages: int | None, *,
+                      budget: str) -> list[int]:
+    """``split`` (coarse-to-fine trials per stage) as ints, or a ``ValueError`` saying what to fix.
+
+    The one rule for both places that take a split: a spec's ``sampler.trials_per_stage``
+    (against ``trials``) and ``CoarseToFineSampler(trials_per_stage=...)`` built in Python
+    (against ``n_trials``); ``budget`` is the name the caller knows the trial count by.
+    """
+    counts = [int(n) for n in split]
+    if not counts or min(counts) < 1 or sum(counts) != trials:
+        raise ValueError(f"trials_per_stage {excerpt(list(split))} must be positive counts adding "
+                         f"up to {budget}={trials}; fix the counts or drop trials_per_stage")
+    if stages is not None and stages != len(counts):
+        raise ValueError(f"stages={stages} but trials_per_stage has {len(counts)} entries; "
+                         "drop stages")
+    return counts
+
+
+def _one_of(kind: str, kinds: tuple[str, ...], what: str) -> str:
+    """``kind`` if it is one of ``kinds``; else a ``ValueError`` that lists them."""
+    if kind not in kinds:
+        raise ValueError(f"unknown {what} {excerpt(kind)}; use one of: {', '.join(kinds)}")
+    return kind
 
 
 def _seed(description: str) -> Any:
@@ -45,7 +66,7 @@ _RAY_UNIT = 0.0001
 """Ray schedules resources in steps of 1/10,000; a smaller nonzero share cannot be granted."""
 
 
-class DatasetSpec(_Strict):
+class DatasetSpec(StrictModel):
     """Which data the built-in trainables load; file paths are resolved against the spec's folder."""
 
     name: str
@@ -64,12 +85,12 @@ class DatasetSpec(_Strict):
         description="[channels, height, width] of each row, for builtin:cnn (digits: [1, 8, 8])")
 
 
-class ObjectiveSpec(_Strict):
+class ObjectiveSpec(StrictModel):
     metric: str = "val_loss"
     direction: Literal["minimize", "maximize"] = "minimize"
 
 
-class SamplerSpec(_Strict):
+class SamplerSpec(StrictModel):
     kind: str = "random"
     seed: int | None = _seed("sampler seed (0 .. 2**32 - 1)")
     n_startup_trials: int = Field(default=10, ge=0, description="tpe: random trials before modelling")
@@ -83,9 +104,7 @@ class SamplerSpec(_Strict):
     @field_validator("kind")
     @classmethod
     def _known(cls, v: str) -> str:
-        if v not in SAMPLER_KINDS:
-            raise ValueError(f"unknown sampler {excerpt(v)}; use one of: {', '.join(SAMPLER_KINDS)}")
-        return v
+        return _one_of(v, SAMPLER_KINDS, "sampler")
 
 
 _PRUNER_FIELDS: dict[str, tuple[str, ...]] = {
@@ -100,7 +119,7 @@ _PRUNER_FIELDS: dict[str, tuple[str, ...]] = {
 """Kind-specific pruner fields (None = the kind's default) and the kinds that read them."""
 
 
-class PrunerSpec(_Strict):
+class PrunerSpec(StrictModel):
     """When to stop a trial early, from its per-epoch objective values (steps are epochs, from 1).
 
     ``successive_halving`` and ``asha`` are the same pruner: Optuna's successive halving is the
@@ -121,9 +140,7 @@ class PrunerSpec(_Strict):
     @field_validator("kind")
     @classmethod
     def _known(cls, v: str) -> str:
-        if v not in PRUNER_KINDS:
-            raise ValueError(f"unknown pruner {excerpt(v)}; use one of: {', '.join(PRUNER_KINDS)}")
-        return v
+        return _one_of(v, PRUNER_KINDS, "pruner")
 
     def check(self, epochs: int) -> None:
         """Raise ``ValueError("pruner.<field>: ...")`` for settings that cannot work with ``epochs``.
@@ -158,7 +175,7 @@ class PrunerSpec(_Strict):
                     f"halve; use min_resource < {big_r}")
 
 
-class ResourcesSpec(_Strict):
+class ResourcesSpec(StrictModel):
     workers: int = Field(default=1, ge=1, le=4096)
     cpus_per_trial: float = Field(default=1, ge=_RAY_UNIT, le=1_000_000)
     gpus_per_trial: float = Field(default=0, ge=0, le=1_000_000)
@@ -184,7 +201,7 @@ class ResourcesSpec(_Strict):
         return v
 
 
-class StudySpec(_Strict):
+class StudySpec(StrictModel):
     """A whole study. ``params`` are searched; ``fixed`` are passed to every trial unchanged."""
 
     study: str
@@ -216,15 +233,12 @@ class StudySpec(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> StudySpec:
-        ps = self.sampler.trials_per_stage
-        if ps is not None and (min(ps, default=0) < 1 or sum(ps) != self.trials):
-            raise ValueError(
-                f"sampler: trials_per_stage {excerpt(ps)} must be positive and add up to trials={self.trials};"
-                " fix the counts or drop trials_per_stage"
-            )
-        if ps is not None and self.sampler.stages is not None and self.sampler.stages != len(ps):
-            raise ValueError(f"sampler: stages={self.sampler.stages} but trials_per_stage has "
-                             f"{len(ps)} entries; drop stages")
+        if self.sampler.trials_per_stage is not None:
+            try:
+                check_stage_split(self.sampler.trials_per_stage, self.trials, self.sampler.stages,
+                                  budget="trials")
+            except ValueError as e:
+                raise ValueError(f"sampler: {e}") from None
         self.pruner.check(self.epochs)
         overlap = sorted(set(self.params) & set(self.fixed))
         if overlap:

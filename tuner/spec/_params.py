@@ -17,9 +17,17 @@ from tuner._text import excerpt
 __all__ = ["FloatParam", "IntParam", "CategoricalParam", "ParamSpec", "powers_of_two"]
 
 
-class _Strict(BaseModel):
-    # NaN and infinities are never a usable bound, step or choice (samplers do arithmetic on them)
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+class StrictModel(BaseModel):
+    """The base of every spec model. Unknown keys are errors (a misspelt ``epocs:`` silently
+    ignored would cost someone a night of GPU time); NaN and infinities are never a usable
+    setting, bound, step or choice (samplers do arithmetic on them, and JSON would store null)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class _Param(StrictModel):
+    # frozen: one declaration is shared by the spec and every sampler built from it
+    model_config = ConfigDict(frozen=True)
 
 
 _INT64_MAX = 2**63 - 1
@@ -43,7 +51,7 @@ def powers_of_two(low: int, high: int) -> list[int]:
     return out
 
 
-class FloatParam(_Strict):
+class FloatParam(_Param):
     """A real-valued hyperparameter; ``one_minus_log`` samples ``1 - x`` uniformly in log10."""
 
     type: Literal["float"]
@@ -80,7 +88,7 @@ class FloatParam(_Strict):
         return self
 
 
-class IntParam(_Strict):
+class IntParam(_Param):
     """An integer hyperparameter; ``pow2`` draws only powers of two (mini-batch sizes)."""
 
     type: Literal["int"]
@@ -121,7 +129,7 @@ class IntParam(_Strict):
         return powers_of_two(self.low, self.high)
 
 
-class CategoricalParam(_Strict):
+class CategoricalParam(_Param):
     """A choice among listed values (optimizer names, activation, booleans)."""
 
     type: Literal["categorical"]

@@ -18,11 +18,11 @@ import optuna
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
-from tuner._errors import StorageError
+from tuner._errors import StorageError, StudyNotFoundError, TunerError
 from tuner._secrets import redact_url
 from tuner.storage._transient import first_line, retry_disconnects
 
-__all__ = ["Storage", "open_storage", "resolve_url", "redact"]
+__all__ = ["Storage", "EmptyStorageError", "open_storage", "get_storage", "resolve_url", "redact"]
 
 DEFAULT_URL = "sqlite:///tuner.db"
 REOPEN_S = 30.0  # how long opening keeps retrying a server that drops or refuses while restarting
@@ -30,14 +30,24 @@ ENV_VAR = "TUNER_STORAGE"
 
 
 def resolve_url(url: str | None = None) -> str:
-    """``url``, else ``$TUNER_STORAGE``, else ``sqlite:///tuner.db`` in the working directory."""
-    return url or os.environ.get(ENV_VAR) or DEFAULT_URL
+    """``url``, else ``$TUNER_STORAGE``, else ``sqlite:///tuner.db`` in the working directory; a
+    relative SQLite path is made absolute here, once, since Ray workers and jobs run elsewhere."""
+    url = url or os.environ.get(ENV_VAR) or DEFAULT_URL
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        path = url[len("sqlite:///"):]
+        if path and path != ":memory:" and not path.startswith("file:"):
+            return "sqlite:///" + os.path.abspath(path)
+    return url
 
 
 def redact(url: str) -> str:
     """The URL with every password (user info and query string, e.g. ``?password=``) replaced
     by ``***``: safe for logs, errors and pages. See :mod:`tuner._secrets`."""
     return redact_url(url)
+
+
+class EmptyStorageError(StudyNotFoundError):
+    """The storage holds no studies yet (a missing SQLite file, a database without tables)."""
 
 
 @dataclass(frozen=True)
@@ -49,8 +59,16 @@ class Storage:
     engine: Engine
 
 
-def open_storage(url: str | None = None, *, upgrade: bool = True) -> Storage:
-    """Open (creating tables as needed) the storage at ``url``; see :func:`resolve_url`."""
+def open_storage(url: str | None = None, *, create: bool = False) -> Storage:
+    """Open the storage at ``url`` (see :func:`resolve_url`).
+
+    ``create=True`` is for what runs studies (``submit``, ``resume``, ``tuner db upgrade``): it
+    creates Optuna's and tuner's tables as needed and migrates tuner's to this version. Without it
+    the open only reads: no table, index, pragma or file is created, so a read-only role, a
+    read-only file or a plain Optuna database is left exactly as it was. A storage that holds no
+    studies yet raises :class:`EmptyStorageError`; one whose tuner tables are missing or from
+    another version raises :class:`StorageError` naming ``tuner db upgrade``.
+    """
     url = resolve_url(url)
     try:
         parsed = make_url(url)
@@ -61,27 +79,36 @@ def open_storage(url: str | None = None, *, upgrade: bool = True) -> Storage:
         ) from None
     engine_kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
-        _prepare_sqlite(parsed.database)
+        _prepare_sqlite(url, parsed.database, create=create)
         engine_kwargs["connect_args"] = {"timeout": 60}
     else:
         engine_kwargs["pool_pre_ping"] = True
         engine_kwargs["pool_recycle"] = 1800
     try:
-        rdb = retry_disconnects(lambda: _open_rdb(url, engine_kwargs, upgrade=upgrade), for_s=REOPEN_S)
-    except StorageError:
+        rdb = retry_disconnects(lambda: _open_rdb(url, engine_kwargs, create=create),
+                                for_s=REOPEN_S)
+    except TunerError:
         raise
     except Exception as e:
         raise StorageError(
             f"cannot open storage {redact(url)}: {first_line(e)}; check the URL, that the server "
             f"runs, or set {ENV_VAR}"
         ) from None
-    engine = rdb.engine
-    return Storage(url=url, optuna=rdb, engine=engine)
+    return Storage(url=url, optuna=rdb, engine=rdb.engine)
 
 
-def _open_rdb(url: str, engine_kwargs: dict[str, Any], *, upgrade: bool) -> optuna.storages.RDBStorage:
+def get_storage(storage: Storage | str | None, *, create: bool = False) -> Storage:
+    """``storage`` itself when it is open already, else :func:`open_storage` of the URL (as
+    Optuna's ``get_storage`` takes a storage or a URL): resolve once at the boundary, then pass
+    the open storage along."""
+    return storage if isinstance(storage, Storage) else open_storage(storage, create=create)
+
+
+def _open_rdb(url: str, engine_kwargs: dict[str, Any], *, create: bool) -> optuna.storages.RDBStorage:
+    plain = False if create else _check_tables(url, engine_kwargs)
     try:
-        rdb = _creating_race_safe(lambda: optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs))
+        rdb = _creating_race_safe(lambda: optuna.storages.RDBStorage(
+            url, engine_kwargs=engine_kwargs, skip_table_creation=not create))
     except ModuleNotFoundError as e:
         raise StorageError(
             f"no driver for '{redact(url)}' ({e.name} is not installed); "
@@ -90,7 +117,11 @@ def _open_rdb(url: str, engine_kwargs: dict[str, Any], *, upgrade: bool) -> optu
     try:
         if rdb.engine.dialect.name == "sqlite":
             sa.event.listen(rdb.engine, "connect", _sqlite_pragmas)
-        if upgrade:
+        if plain:
+            from tuner.storage._standin import install_standins
+
+            install_standins(rdb.engine)
+        if create:
             from tuner.storage._migrate import upgrade_schema
 
             _creating_race_safe(lambda: upgrade_schema(rdb.engine))
@@ -98,6 +129,44 @@ def _open_rdb(url: str, engine_kwargs: dict[str, Any], *, upgrade: bool) -> optu
         rdb.engine.dispose()
         raise
     return rdb
+
+
+def _check_tables(url: str, engine_kwargs: dict[str, Any]) -> bool:
+    """Before a read-only open: Optuna's tables there (else the storage is empty), and tuner's at
+    this version (else say how to upgrade). True for a plain Optuna database (no tuner tables at
+    all), which is read through stand-ins. Reads the catalogue only."""
+    from tuner.storage._migrate import head_revision, schema_revision
+    from tuner.storage._standin import has_tuner_tables
+
+    engine = sa.create_engine(url, **engine_kwargs)
+    try:
+        if not _optuna_ready(engine):  # none yet, or Optuna is creating them this moment
+            raise EmptyStorageError(
+                f"no studies in {redact(url)} yet; `tuner submit SPEC --storage URL` runs the first")
+        revision, head = schema_revision(engine), head_revision()
+        if revision is None and not has_tuner_tables(engine):
+            return True
+    finally:
+        engine.dispose()
+    if revision != head:
+        raise StorageError(
+            f"tuner's tables in {redact(url)} are at revision {revision or 'none'}, this tuner reads "
+            f"{head}; run `tuner db upgrade --storage URL` (or use the tuner that wrote them)")
+    return False
+
+
+def _optuna_ready(engine: Engine) -> bool:
+    """Optuna's tables exist and are stamped. Optuna creates them, then records its version in
+    two more steps; opening in between would make Optuna write those rows itself."""
+    from alembic.runtime.migration import MigrationContext
+
+    inspector = sa.inspect(engine)
+    if not (inspector.has_table("studies") and inspector.has_table("version_info")):
+        return False
+    with engine.connect() as conn:
+        if conn.execute(sa.text("SELECT count(*) FROM version_info")).scalar_one() == 0:
+            return False
+        return MigrationContext.configure(conn).get_current_revision() is not None
 
 
 T = TypeVar("T")
@@ -122,11 +191,17 @@ def _creating_race_safe(create: Callable[[], T], attempts: int = 8) -> T:
     raise AssertionError("unreachable")
 
 
-def _prepare_sqlite(database: str | None) -> None:
-    """Switch the file to WAL before Optuna opens it (WAL is persistent in the file)."""
-    if not database or database == ":memory:":
+def _prepare_sqlite(url: str, database: str | None, *, create: bool) -> None:
+    """Switch a file to WAL before Optuna opens it (WAL is persistent in the file); a read-only
+    open neither creates a missing file nor changes its journal mode."""
+    if not database or database == ":memory:" or database.startswith("file:"):
         return
     path = Path(database)
+    if not create:
+        if not path.is_file():
+            raise EmptyStorageError(
+                f"no studies in {redact(url)} yet (no file {path}); `tuner submit SPEC` runs the first")
+        return
     if path.parent and not path.parent.exists():
         raise StorageError(f"folder '{path.parent}' for the SQLite file does not exist; create it")
     con = sqlite3.connect(path, timeout=60)

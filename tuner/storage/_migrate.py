@@ -14,7 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
-__all__ = ["upgrade_schema", "VERSION_TABLE", "alembic_config"]
+__all__ = ["upgrade_schema", "schema_revision", "head_revision", "VERSION_TABLE", "alembic_config"]
 
 VERSION_TABLE = "tuner_alembic_version"
 _DIR = Path(__file__).parent / "_migrations"
@@ -27,13 +27,23 @@ def alembic_config(engine: Engine | None = None) -> Config:
     return cfg
 
 
-def upgrade_schema(engine: Engine) -> None:
-    """Bring tuner's tables to the newest revision; a no-op (one SELECT) when already there."""
-    cfg = alembic_config(engine)
-    head = ScriptDirectory.from_config(cfg).get_current_head()
+def head_revision() -> str:
+    """The revision this version of tuner reads and writes."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None, "tuner ships its migrations"
+    return head
+
+
+def schema_revision(engine: Engine) -> str | None:
+    """The revision of tuner's tables in ``engine``'s database; None when it has none (a new
+    database, or a plain Optuna one). Only reads."""
     with engine.connect() as conn:
-        current = MigrationContext.configure(
+        return MigrationContext.configure(
             conn, opts={"version_table": VERSION_TABLE}
         ).get_current_revision()
-    if current != head:
-        command.upgrade(cfg, "head")
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """Bring tuner's tables to the newest revision; a no-op (one SELECT) when already there."""
+    if schema_revision(engine) != head_revision():
+        command.upgrade(alembic_config(engine), "head")

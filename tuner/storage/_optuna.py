@@ -17,7 +17,7 @@ is only safe when every write follows Optuna's own rules, so they live here and 
   finished trial is never written again, so a batch retried after a commit whose reply was lost
   neither duplicates nor rewrites anything.
 
-The read-side queries (``_queries``, ``_reads``) use the table objects declared here.
+The read-side queries (``_reads``) use the table objects declared here.
 """
 
 from __future__ import annotations

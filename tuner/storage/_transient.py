@@ -12,6 +12,8 @@ from typing import Callable, TypeVar
 
 from sqlalchemy.exc import DBAPIError
 
+from tuner._text import error_line
+
 __all__ = ["is_disconnect", "first_line", "retry_disconnects"]
 
 T = TypeVar("T")
@@ -39,9 +41,10 @@ def is_disconnect(e: BaseException) -> bool:
 
 
 def first_line(e: BaseException) -> str:
-    """The first line of an error's own message (the driver's, when SQLAlchemy wraps one)."""
-    lines = str(getattr(e, "orig", None) or e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__
+    """The line of a database error that says what went wrong (:func:`tuner._text.error_line`),
+    from the driver's own message when SQLAlchemy wraps one: SQLAlchemy's text adds the SQL
+    and a link, which a one-line report does not want."""
+    return error_line(str(getattr(e, "orig", None) or e)) or type(e).__name__
 
 
 def retry_disconnects(work: Callable[[], T], *, for_s: float) -> T:

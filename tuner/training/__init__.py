@@ -17,7 +17,7 @@ __all__ = [
     "ACTIVATIONS", "BUILTIN_NAMES", "BUILTIN_TRAINABLES", "CLASSIFICATION_METRICS",
     "DATASET_NAMES", "Dataset", "INITS", "LR_DECAYS", "MLP_PARAM_KEYS", "OPTIMIZERS",
     "REGRESSION_METRICS", "Trainable", "TrialContext", "build_mlp", "build_optimizer",
-    "build_scheduler", "check_dataset_spec", "clear_dataset_cache", "fit_mlp", "load_dataset",
+    "build_scheduler", "check_dataset_spec", "check_study", "clear_dataset_cache", "fit_mlp", "load_dataset",
     "resolve_trainable", "CNN_PARAM_KEYS", "POOLS", "build_cnn", "fit_cnn",
 ]
 
@@ -25,6 +25,7 @@ _WHERE = {
     "TrialContext": "_context",
     "DATASET_NAMES": "_sources",
     "BUILTIN_NAMES": "_checks", "MLP_PARAM_KEYS": "_checks", "check_dataset_spec": "_checks",
+    "check_study": "_checks",
     "Dataset": "_data", "clear_dataset_cache": "_data", "load_dataset": "_data",
     "ACTIVATIONS": "_mlp", "INITS": "_mlp", "build_mlp": "_mlp",
     "LR_DECAYS": "_optim", "OPTIMIZERS": "_optim", "build_optimizer": "_optim",

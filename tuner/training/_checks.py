@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import difflib
 import math
+from collections.abc import Mapping
 from typing import Any
 
-from tuner._errors import SpecError
+from tuner._errors import SpecError, TunerError
 from tuner._text import excerpt
-from tuner.training import _params
+from tuner.spec import DatasetSpec, StudySpec, check_search, parse_dataset
 from tuner.training._names import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from tuner.training._sources import IMAGE_SETS, SourceInfo, check_source
 from tuner.training._values import check_builtin_values
 
 __all__ = [
     "BUILTIN_NAMES", "CNN_PARAM_KEYS", "MLP_PARAM_KEYS", "PARAM_KEYS", "check_builtin_spec",
-    "check_builtin_metric", "check_dataset_spec", "check_image_shape", "with_defaults",
+    "check_builtin_metric", "check_dataset_spec", "check_image_shape", "check_study",
 ]
 
 BUILTIN_NAMES = ("mlp", "cnn")
@@ -44,60 +45,6 @@ CNN_PARAM_KEYS = frozenset({
 PARAM_KEYS = {"mlp": MLP_PARAM_KEYS, "cnn": CNN_PARAM_KEYS}
 _CUDA_ONLY = {"compile": ("true",), "amp": ("bf16",)}
 """Switches that only act on CUDA (values that turn them on)."""
-
-DEFAULTS: dict[str, Any] = {
-    "validation_fraction": 0.2,
-    "normalize": "zscore",
-    "target": None,
-    "task": "auto",
-    "seed": 0,
-    "n_samples": 1000,
-    "n_features": 20,
-    "n_classes": 2,
-    "n_informative": 10,
-    "noise": 0.1,
-    "image_shape": None,
-}
-_NORMALIZE = ("zscore", "minmax", "none")
-_TASKS = ("auto", "classification", "regression")
-
-
-def with_defaults(spec: dict[str, Any]) -> dict[str, Any]:
-    """Fill defaults and check the option values; the dict is also the cache key's source."""
-    if not isinstance(spec, dict) or "name" not in spec:
-        raise SpecError("dataset.name", "a dataset needs a name, e.g. {name: digits}")
-    full = {**DEFAULTS, **{k: v for k, v in spec.items() if v is not None}}
-    section = "dataset"
-    _params.real(
-        full,
-        "validation_fraction",
-        0.2,
-        low=0.0,
-        high=1.0,
-        low_open=True,
-        high_open=True,
-        section=section,
-    )
-    full["normalize"] = _params.choice(full, "normalize", _NORMALIZE, "zscore", section=section)
-    full["task"] = _params.choice(full, "task", _TASKS, "auto", section=section)
-    for key, low in (
-        ("seed", 0),
-        ("n_samples", 2),
-        ("n_features", 1),
-        ("n_classes", 2),
-        ("n_informative", 1),
-    ):
-        full[key] = _params.integer(full, key, DEFAULTS[key], low=low, section=section)
-    _params.real(full, "noise", 0.1, low=0.0, section=section)
-    shape = full["image_shape"]
-    if shape is not None:
-        if (not isinstance(shape, (list, tuple)) or len(shape) != 3
-                or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in shape)):
-            raise SpecError("dataset.image_shape", f"must be [channels, height, width], three "
-                            f"whole numbers >= 1, got {excerpt(shape)}")
-        full["image_shape"] = [int(v) for v in shape]
-    return full
-
 
 def check_builtin_spec(name: str, params: dict[str, Any], fixed: dict[str, Any],
                        dataset: dict[str, Any] | None, gpus_per_trial: float) -> None:
@@ -149,16 +96,49 @@ def check_builtin_metric(name: str, metric: str, task: str | None) -> None:
                         f"{on} {', '.join(allowed)}; choose one of them")
 
 
-def check_dataset_spec(spec: dict[str, Any]) -> SourceInfo:
+def check_dataset_spec(spec: DatasetSpec | Mapping[str, Any]) -> SourceInfo:
     """Fail with a ``SpecError`` if ``spec`` cannot be loaded; cheap enough for ``tuner validate``.
 
-    Checks the options, that the name is known, that a file exists and is readable, that its
-    header has the ``target`` and its first rows the types the loader needs (at most
-    ``SAMPLE_ROWS`` rows are read; an npz's array headers, not its data). Returns what it
-    learnt: the task when already certain, the feature count, the native image shape.
+    The options are checked by the one dataset schema, :class:`~tuner.spec.DatasetSpec`. Then:
+    that the name is known, that a file exists and is readable, that its header has the
+    ``target`` and its first rows the types the loader needs (at most ``SAMPLE_ROWS`` rows are
+    read; an npz's array headers, not its data). Returns what it learnt: the task when already
+    certain, the feature count, the native image shape.
     """
-    full = with_defaults(spec)
-    return check_source(full)
+    return check_source(parse_dataset(spec).model_dump())
+
+
+def check_study(spec: StudySpec) -> None:
+    """Every check ``tuner submit`` makes before Ray starts, but the machine's resources
+    (``tuner.spec.check_resources``, which depends on where the study runs): the trainable
+    imports, a built-in's keys and values, the dataset loads (header and first rows), the
+    objective is reported, and the sampler, pruner and grid can be built.
+
+    Built-in trainables are checked by name, without importing torch (seconds the CLI would
+    otherwise spend before Ray even starts); a user's trainable is imported, which runs its
+    module's code.
+    """
+    builtin = spec.trainable.split(":", 1)[1] if spec.trainable.startswith("builtin:") else None
+    if builtin is not None and builtin not in BUILTIN_NAMES:
+        raise SpecError("trainable", f"unknown built-in {excerpt(spec.trainable)}; use one of "
+                        + ", ".join(f"builtin:{n}" for n in BUILTIN_NAMES))
+    if builtin is None:
+        from tuner.training._resolve import resolve_trainable
+
+        try:
+            resolve_trainable(spec.trainable)
+        except TunerError as e:
+            raise SpecError("trainable", str(e)) from None
+    dataset = spec.dataset.model_dump() if spec.dataset else None
+    if builtin is not None:
+        check_builtin_spec(builtin, dict(spec.params), dict(spec.fixed), dataset,
+                           spec.resources.gpus_per_trial)
+    if spec.dataset is not None and dataset is not None:
+        info = check_dataset_spec(spec.dataset)
+        if builtin is not None:
+            check_image_shape(builtin, dataset, info)
+            check_builtin_metric(builtin, spec.objective.metric, info.task)
+    check_search(spec)
 
 
 def _key(key: str) -> str:

@@ -12,14 +12,15 @@ import json
 import threading
 import warnings
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
 from tuner._errors import SpecError
+from tuner.spec import DatasetSpec, parse_dataset
 from tuner.training._checks import check_dataset_spec
-from tuner.training._checks import with_defaults as _with_defaults
 from tuner.training._sources import DATASET_NAMES, read_raw
 
 __all__ = ["Dataset", "DATASET_NAMES", "load_dataset", "check_dataset_spec", "clear_dataset_cache"]
@@ -124,16 +125,19 @@ def _build(spec: dict[str, Any], device: torch.device) -> Dataset:
     )
 
 
-def load_dataset(spec: dict[str, Any], device: torch.device) -> Dataset:
+def load_dataset(spec: DatasetSpec | Mapping[str, Any], device: torch.device) -> Dataset:
     """Load, split and normalise ``spec`` onto ``device``; the same spec and device give the same
-    object for the life of the process (treat its tensors as read-only)."""
-    full = _with_defaults(spec)
+    object for the life of the process (treat its tensors as read-only). A mapping (such as
+    ``ctx.dataset``) is validated by :class:`~tuner.spec.DatasetSpec` once, when first loaded."""
     device = _canonical(torch.device(device))
-    key = json.dumps(full, sort_keys=True, default=str) + "|" + str(device)
+    raw = spec.model_dump() if isinstance(spec, DatasetSpec) else spec
+    if not isinstance(raw, Mapping):
+        parse_dataset(raw)  # raises the SpecError that says what a dataset section is
+    key = json.dumps(dict(raw), sort_keys=True, default=str) + "|" + str(device)
     with _cache_lock:  # one load per key, even with several trials starting at once
         cached = _cache.get(key)
         if cached is None:
-            cached = _cache[key] = _build(full, device)
+            cached = _cache[key] = _build(parse_dataset(raw).model_dump(), device)
     return cached
 
 

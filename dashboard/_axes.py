@@ -9,12 +9,12 @@ a linear axis and anything else on a category axis.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
-from tuner.spec import CategoricalParam, FloatParam, IntParam, StudySpec
+from tuner.spec import CategoricalParam, FloatParam, IntParam, ParamSpec, StudySpec, to_internal
 
 __all__ = ["Axis", "axes_for", "axis_for"]
 
@@ -25,7 +25,8 @@ class Axis:
 
     ``kind`` is a Plotly axis type (``linear``, ``log`` or ``category``); ``flip`` plots
     ``1 - value`` (one_minus_log); ``ticks`` are explicit tick values (powers of two);
-    ``coord`` is the name of the sampling coordinate (for parallel coordinates).
+    ``param`` is the spec's declaration, whose scale maps values to the sampling coordinate
+    (None for a study without a spec: its numbers are their own coordinate).
     """
 
     name: str
@@ -35,6 +36,7 @@ class Axis:
     flip: bool = False
     ticks: tuple[Any, ...] | None = None
     choices: tuple[Any, ...] | None = None
+    param: ParamSpec | None = field(default=None, repr=False)
 
     def plot_values(self, values: pd.Series) -> pd.Series:
         """The values as plotted on this axis (1 - beta for one_minus_log, text for categories)."""
@@ -49,17 +51,26 @@ class Axis:
         return (min(a, b), max(a, b))
 
     def coordinate(self, values: pd.Series) -> pd.Series:
-        """The sampling coordinate: log10 x, log10(1-x), log2 x, category index or x."""
+        """The sampling coordinate (``tuner.spec.to_internal``: log10 x, log10(1-x), log2 x, the
+        category's index or x); NaN where a value is missing or has none."""
         if self.kind == "category":
             order = list(self.choices) if self.choices else sorted({str(v) for v in values})
             index = {str(c): i for i, c in enumerate(order)}
             return values.map(lambda v: index.get(str(v), math.nan))
-        x = self.plot_values(values)
-        if self.scale == "pow2":
-            return x.map(lambda v: math.log2(v) if v and v > 0 else math.nan)
-        if self.kind == "log":
-            return x.map(lambda v: math.log10(v) if v and v > 0 else math.nan)
-        return x
+        numeric = pd.to_numeric(values, errors="coerce")
+        if self.param is None:
+            return numeric
+        return numeric.map(lambda v: _internal(self.param, v))
+
+
+def _internal(param: ParamSpec, value: float) -> float:
+    """``to_internal`` for a plot: NaN for a missing value or one off the scale (log of <= 0)."""
+    if math.isnan(value):
+        return math.nan
+    try:
+        return to_internal(param, value)
+    except (ValueError, OverflowError):
+        return math.nan
 
 
 def axis_for(name: str, spec: StudySpec | None, sample: pd.Series | None = None) -> Axis:
@@ -68,13 +79,13 @@ def axis_for(name: str, spec: StudySpec | None, sample: pd.Series | None = None)
     if isinstance(param, CategoricalParam):
         return Axis(name, name, "category", "categorical", choices=tuple(param.choices))
     if isinstance(param, IntParam) and param.scale == "pow2":
-        return Axis(name, f"{name} (log2)", "log", "pow2", ticks=tuple(param.choices))
+        return Axis(name, f"{name} (log2)", "log", "pow2", ticks=tuple(param.choices), param=param)
     if isinstance(param, (FloatParam, IntParam)):
         if param.scale == "log":
-            return Axis(name, f"{name} (log)", "log", "log")
+            return Axis(name, f"{name} (log)", "log", "log", param=param)
         if param.scale == "one_minus_log":
-            return Axis(name, f"1 - {name} (log)", "log", "one_minus_log", flip=True)
-        return Axis(name, name, "linear", "linear")
+            return Axis(name, f"1 - {name} (log)", "log", "one_minus_log", flip=True, param=param)
+        return Axis(name, name, "linear", "linear", param=param)
     numeric = sample is not None and pd.to_numeric(sample, errors="coerce").notna().all()
     if sample is not None and not numeric:
         return Axis(name, name, "category", "categorical")

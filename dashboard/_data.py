@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import streamlit as st
-from sqlalchemy.engine import make_url
 
 import tuner
 from tuner._secrets import scrub
@@ -63,23 +62,10 @@ class DashboardError(Exception):
 def storage_url() -> str:
     """The storage ``tuner dashboard`` was started on (``$TUNER_STORAGE``; see ``resolve_url``).
 
-    A SQLite file that does not exist is an error here: opening it would create an empty
-    database, and the dashboard never writes.
+    Checking it is tuner's job, not the page's: every read opens it without creating or
+    migrating anything, and a bad URL or a missing SQLite file is a one-line ``TunerError``.
     """
-    url = resolve_url(None)
-    try:
-        parsed = make_url(url)
-    except Exception:  # noqa: BLE001 - any parse failure means the same thing: not a URL
-        raise DashboardError(f"'{redact(url)}' is not a database URL; start the dashboard with "
-                             "--storage sqlite:///tuner.db or postgresql+psycopg://user@host/db") \
-            from None
-    database = parsed.database or ""
-    if parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:") \
-            and not Path(database).exists():
-        raise DashboardError(
-            f"no database at {Path(database).resolve()}; run a study first "
-            "(`tuner submit SPEC`) or start the dashboard with --storage URL")
-    return url
+    return resolve_url(None)
 
 
 def shown_url() -> str:

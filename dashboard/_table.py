@@ -13,12 +13,11 @@ import pandas as pd
 import streamlit as st
 
 from tuner._dashboard import _data as d
+from tuner._study import SORT_KEYS, STATES
 
 __all__ = ["trial_table"]
 
-_STATES = ["COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING"]
-_SORTS = {"number": "number", "value": "value", "duration": "duration", "state": "state",
-          "epochs run": "epochs_run"}
+_SORTS = {key.replace("_", " "): key for key in SORT_KEYS}  # label shown -> the API's sort key
 
 
 def _rows(records: list[Any], name: str) -> pd.DataFrame:
@@ -40,7 +39,7 @@ def trial_table(url: str, name: str, param_names: list[str], stage_numbers: list
     """Filters, one page of trials and the pager, all keyed in the session per study."""
     key = f"tt_{name}"
     c = st.columns([3, 1, 2, 2, 1])
-    states = c[0].multiselect("state", _STATES, key=f"{key}_states", placeholder="any state")
+    states = c[0].multiselect("state", list(STATES), key=f"{key}_states", placeholder="any state")
     stage = None
     if stage_numbers:
         picked = c[1].selectbox("stage", ["any", *stage_numbers], key=f"{key}_stage")
