@@ -350,7 +350,8 @@ def test_dockerignore_ships_the_project_and_nothing_private() -> None:
                     "tuner/__pycache__/x.pyc", "tests/test_deploy.py", "benchmarks/results/a.md"):
         assert _dockerignore_excludes(private, patterns), f"{private} would be in the build context"
     for needed in ("pyproject.toml", "README.md", "tuner/__init__.py", "tuner/cli/_app.py",
-                   "search_spaces/quickstart.yaml"):
+                   "search_spaces/quickstart.yaml", "search_spaces/__init__.py", "dashboard/app.py",
+                   "dashboard/views/study.py"):
         assert not _dockerignore_excludes(needed, patterns), f"{needed} would miss from the build"
 
 
