@@ -11,7 +11,7 @@ from tuner.spec._model import (
     SamplerSpec,
     StudySpec,
 )
-from tuner.spec._preflight import check_resources, check_search
+from tuner.spec._preflight import check_resources
 from tuner.spec._params import CategoricalParam, FloatParam, IntParam, ParamSpec, powers_of_two
 from tuner.spec._scales import (
     from_internal,
@@ -24,6 +24,6 @@ from tuner.spec._scales import (
 __all__ = [
     "StudySpec", "DatasetSpec", "ObjectiveSpec", "SamplerSpec", "PrunerSpec", "ResourcesSpec",
     "FloatParam", "IntParam", "CategoricalParam", "ParamSpec", "SAMPLER_KINDS", "PRUNER_KINDS",
-    "load_spec", "parse_spec", "parse_dataset", "check_search", "check_resources", "spec_json_schema", "powers_of_two",
+    "load_spec", "parse_spec", "parse_dataset", "check_resources", "spec_json_schema", "powers_of_two",
     "to_distribution", "internal_bounds", "to_internal", "from_internal", "grid_values",
 ]

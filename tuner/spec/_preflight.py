@@ -1,73 +1,19 @@
-"""The rest of what ``tuner submit`` needs before Ray starts, so ``tuner validate`` can check it.
+"""Whether a study's trials fit the machine it runs on, checked before Ray starts.
 
-A spec that validates must fail only for runtime reasons (divergence, memory, the cluster), so
-the search itself is built here exactly as the coordinator builds it: the spec's JSON round trip,
-each parameter's Optuna distribution, the sampler and pruner, and one trial asked of an in-memory
-study. The grid is capped (Optuna's grid sampler materialises the whole product), and on the
-embedded default (no ``--address``) each trial must fit this machine, as the driver will demand
-once Ray is up. Nothing here starts Ray or imports torch.
+On the embedded default (no ``--address``) each trial must fit this machine, as the driver will
+demand once Ray is up; counted as Ray counts (cgroup quotas, cpusets, NVML). Nothing here starts
+Ray or imports torch.
 """
 
 from __future__ import annotations
 
 import ctypes
-import math
 import os
-import warnings
 
 from tuner._errors import SpecError
-from tuner._text import one_line
 from tuner.spec._model import StudySpec
 
-__all__ = ["MAX_GRID", "check_search", "check_resources", "local_cpus", "local_gpus"]
-
-MAX_GRID = 100_000
-"""Most grid points: Optuna's GridSampler holds every one in memory (10 million took 1 GB)."""
-
-
-def check_search(spec: StudySpec) -> None:
-    """Build the study's search the way the coordinator does; any failure is one ``SpecError``."""
-    import optuna
-
-    from tuner.samplers import create_pruner, create_sampler, grid_search_space
-    from tuner.spec._load import parse_spec
-    from tuner.spec._scales import to_distribution
-
-    if parse_spec(spec.to_json_dict()).to_json_dict() != spec.to_json_dict():
-        raise SpecError("spec", "changes when stored as JSON, so workers would see another "
-                        "spec; use plain numbers and text")
-    if spec.sampler.kind == "grid":
-        sizes = {name: len(values) for name, values in grid_search_space(spec).items()}
-        total = math.prod(sizes.values())
-        if total > MAX_GRID:
-            biggest = max(sizes, key=lambda n: sizes[n])
-            raise SpecError("sampler.kind", f"grid of {total:,} points is over the {MAX_GRID:,} "
-                            f"cap (Optuna holds every point in memory; {biggest} alone has "
-                            f"{sizes[biggest]}); lower grid_points or use random/tpe")
-    distributions = {}
-    for name, param in spec.params.items():
-        try:
-            distributions[name] = to_distribution(param)
-        except (ValueError, TypeError, OverflowError) as e:
-            raise SpecError(f"params.{name}", f"Optuna refuses it: {_short(e)}; fix its "
-                            "bounds or step") from None
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # experimental-feature notes; the coordinator logs them
-            study = optuna.create_study(
-                storage=optuna.storages.InMemoryStorage(), sampler=create_sampler(spec),
-                pruner=create_pruner(spec), direction=spec.objective.direction,
-                study_name=spec.study)
-            study.ask(distributions)
-    except SpecError:
-        raise
-    except Exception as e:  # noqa: BLE001 - a probe: whatever fails here would fail the study
-        raise SpecError("sampler", f"the {spec.sampler.kind} sampler cannot draw a trial from "
-                        f"this spec: {_short(e)}; check params and sampler settings") from None
-    finally:
-        optuna.logging.set_verbosity(verbosity)
+__all__ = ["check_resources", "local_cpus", "local_gpus"]
 
 
 def check_resources(spec: StudySpec, address: str | None) -> None:
@@ -149,7 +95,3 @@ def _cgroup_quota() -> float | None:
     if quota < 0 or period <= 0:
         return None
     return max(quota / period, 1.0)
-
-
-def _short(e: BaseException) -> str:
-    return one_line(f"{type(e).__name__}: {e}", 90)

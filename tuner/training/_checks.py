@@ -13,7 +13,8 @@ from typing import Any
 
 from tuner._errors import SpecError, TunerError
 from tuner._text import excerpt
-from tuner.spec import DatasetSpec, StudySpec, check_search, parse_dataset
+from tuner.samplers import check_search
+from tuner.spec import DatasetSpec, StudySpec, parse_dataset
 from tuner.training._names import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from tuner.training._sources import IMAGE_SETS, SourceInfo, check_source
 from tuner.training._values import check_builtin_values
