@@ -106,10 +106,10 @@ def _assert_consistent(study: tuner.Study, outcomes: int) -> dict[str, int]:
 
 def test_sigkill_workers_mid_trial(storage_url: str, tmp_path: Path,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """10 workers SIGKILLed during a 100-trial study (PostgreSQL; 4 in 40 on SQLite, to keep the
+    """6 workers SIGKILLed during a 60-trial study (PostgreSQL; 4 in 40 on SQLite, to keep the
     suite short): each killed trial becomes FAIL (worker_lost) within seconds, its params re-run,
     and exactly the requested number of trials COMPLETE."""
-    n_trials, n_kills = (100, 10) if storage_url.startswith("postgresql") else (40, 4)
+    n_trials, n_kills = (60, 6) if storage_url.startswith("postgresql") else (40, 4)
     module = _fault_module(tmp_path)
     monkeypatch.chdir(tmp_path)  # workers import the trainable from the driver's directory
     spec = small_spec(trials=n_trials, epochs=3, trainable=f"{module}:fit", params=SAFE_PARAMS)

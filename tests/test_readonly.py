@@ -20,19 +20,9 @@ import tuner
 from tests.conftest import small_spec
 
 pytest.importorskip("streamlit", reason="the dashboard extra is not installed")
-from tests.test_dashboard import ok, render  # noqa: E402 - after the skip
+from tests.test_dashboard import _restore_env, ok, render  # noqa: E402,F401 - after the skip; _restore_env: autouse
 
 PAGES = (("studies", {}), ("study", {}), ("trial", {"trial": "0"}), ("compare", {}))
-
-
-@pytest.fixture(autouse=True)
-def _restore_env() -> Iterator[None]:
-    saved = os.environ.get("TUNER_STORAGE")
-    yield
-    if saved is None:
-        os.environ.pop("TUNER_STORAGE", None)
-    else:
-        os.environ["TUNER_STORAGE"] = saved
 
 
 def _read_everything(url: str, name: str) -> None:

@@ -54,12 +54,14 @@ def __getattr__(name: str) -> Any:
 
 def validate(
     spec: str | Path | Mapping[str, Any] | StudySpec, *, address: str | None = None,
-    resources: bool = True, **overrides: Any,
+    resources: bool = True, storage: Storage | str | None = None, warm_start: str | None = None,
+    warm_start_k: int = 5, **overrides: Any,
 ) -> StudySpec:
     """Load ``spec`` with ``overrides`` (``name``, ``trials``, ``workers``, ``sampler``,
     ``seed``, ``epochs``) and run every check ``submit`` makes before Ray starts; ``resources``
-    also checks that each trial fits the embedded default (skipped with an ``address``). A spec
-    that validates fails afterwards only for runtime reasons: divergence, OOM, the cluster."""
+    also checks that each trial fits the embedded default (skipped with an ``address``), and a
+    ``warm_start`` donor must be in ``storage``. A spec that validates fails afterwards only for
+    runtime reasons: divergence, OOM, the cluster."""
     from tuner.spec import check_resources
     from tuner.training import check_study
 
@@ -68,8 +70,12 @@ def validate(
         raise TypeError(f"unknown override(s) {sorted(unknown)}; use {', '.join(_OVERRIDES)}")
     parsed = load_spec(spec, **{_OVERRIDES[k]: v for k, v in overrides.items()})
     check_study(parsed)
-    if resources and not _joined_ray():  # a process in a Ray cluster runs the study there
+    if resources:
         check_resources(parsed, address)
+    if warm_start is not None:
+        from tuner._warm_start import plan_warm_start
+
+        plan_warm_start(parsed, warm_start, storage, warm_start_k)
     return parsed
 
 
@@ -93,8 +99,9 @@ def submit(
     from tuner._warm_start import plan_warm_start
     from tuner.execution import run_study
 
-    parsed = validate(spec, address=address, name=name, trials=trials, workers=workers,
-                      sampler=sampler, seed=seed, epochs=epochs)
+    # a process that joined a Ray cluster (ray.init) runs the study there: the cluster decides
+    parsed = validate(spec, address=address, resources=not _joined_ray(), name=name,
+                      trials=trials, workers=workers, sampler=sampler, seed=seed, epochs=epochs)
     st = get_storage(storage, create=True)  # opened (and migrated) once, here
     plan = plan_warm_start(parsed, warm_start, st, warm_start_k) if warm_start else None
     if plan is not None and plan.summary(str(warm_start)):

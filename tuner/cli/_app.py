@@ -111,7 +111,8 @@ def submit(
         # a detached study runs on the cluster, which decides what fits
         parsed = tuner.validate(spec, address=address, resources=not detach, name=name,
                                 trials=trials, workers=workers, sampler=sampler, seed=seed,
-                                epochs=epochs)
+                                epochs=epochs, storage=storage, warm_start=warm_start,
+                                warm_start_k=warm_start_k)
         if detach:
             _detach(parsed, storage, address)
             return

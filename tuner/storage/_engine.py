@@ -26,6 +26,7 @@ __all__ = ["Storage", "EmptyStorageError", "open_storage", "get_storage", "resol
 
 DEFAULT_URL = "sqlite:///tuner.db"
 REOPEN_S = 30.0  # how long opening keeps retrying a server that drops or refuses while restarting
+_MIGRATING_WAIT_S = 5.0  # how long a read waits for another process's migration to finish
 ENV_VAR = "TUNER_STORAGE"
 
 
@@ -133,26 +134,33 @@ def _open_rdb(url: str, engine_kwargs: dict[str, Any], *, create: bool) -> optun
 
 def _check_tables(url: str, engine_kwargs: dict[str, Any]) -> bool:
     """Before a read-only open: Optuna's tables there (else the storage is empty), and tuner's at
-    this version (else say how to upgrade). True for a plain Optuna database (no tuner tables at
-    all), which is read through stand-ins. Reads the catalogue only."""
+    this version (else say how to upgrade). True when tuner's revision is not stamped: a plain
+    Optuna database, or one whose tuner tables a first ``submit`` is creating this moment; both
+    are read through stand-ins for what is missing. A revision on its way to this version (a
+    migration running now) is waited for. Reads the catalogue only."""
     from tuner.storage._migrate import head_revision, schema_revision
-    from tuner.storage._standin import has_tuner_tables
 
     engine = sa.create_engine(url, **engine_kwargs)
+    head = head_revision()
+    deadline = time.monotonic() + _MIGRATING_WAIT_S
     try:
-        if not _optuna_ready(engine):  # none yet, or Optuna is creating them this moment
-            raise EmptyStorageError(
-                f"no studies in {redact(url)} yet; `tuner submit SPEC --storage URL` runs the first")
-        revision, head = schema_revision(engine), head_revision()
-        if revision is None and not has_tuner_tables(engine):
-            return True
+        while True:
+            if not _optuna_ready(engine):  # none yet, or Optuna is creating them this moment
+                raise EmptyStorageError(f"no studies in {redact(url)} yet; `tuner submit SPEC "
+                                        "--storage URL` runs the first")
+            revision = schema_revision(engine)
+            if revision is None:
+                return True
+            if revision == head:
+                return False
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.25)
     finally:
         engine.dispose()
-    if revision != head:
-        raise StorageError(
-            f"tuner's tables in {redact(url)} are at revision {revision or 'none'}, this tuner reads "
-            f"{head}; run `tuner db upgrade --storage URL` (or use the tuner that wrote them)")
-    return False
+    raise StorageError(
+        f"tuner's tables in {redact(url)} are at revision {revision}, this tuner reads {head}; "
+        "run `tuner db upgrade --storage URL` (or use the tuner that wrote them)")
 
 
 def _optuna_ready(engine: Engine) -> bool:

@@ -4,7 +4,9 @@ A database that Optuna alone wrote has no ``tuner_*`` tables, and tuner's reads 
 reason, curves). Creating them would write to a database the reader may not own (and a read
 must never write), so each connection of a read-only open gets empty copies that live only as
 long as the connection: an in-memory database attached to SQLite, temporary tables on
-PostgreSQL (both are searched after the real tables, so the SQL is the same).
+PostgreSQL, with ``pg_temp`` moved to the end of the connection's ``search_path``. Both are
+searched after the real tables, so the SQL is the same, and a real table created later (by a
+first ``submit`` or ``tuner db upgrade``) is the one read from then on.
 """
 
 from __future__ import annotations
@@ -17,15 +19,9 @@ from sqlalchemy.schema import CreateTable
 
 from tuner.storage._tables import Base
 
-__all__ = ["has_tuner_tables", "install_standins"]
+__all__ = ["install_standins"]
 
 _SCHEMA = "tuner_standin"
-
-
-def has_tuner_tables(engine: Engine) -> bool:
-    """Whether any of tuner's tables exists in ``engine``'s database (reads the catalogue)."""
-    names = set(sa.inspect(engine).get_table_names())
-    return any(t.name in names for t in Base.metadata.sorted_tables)
 
 
 def install_standins(engine: Engine) -> None:
@@ -45,6 +41,9 @@ def install_standins(engine: Engine) -> None:
         try:
             if sqlite:
                 cur.execute(f"ATTACH DATABASE ':memory:' AS {_SCHEMA}")
+            else:  # pg_temp is searched first unless the path names it: name it last
+                cur.execute("SELECT set_config('search_path', "
+                            "current_setting('search_path') || ', pg_temp', false)")
             for statement in ddl:
                 cur.execute(statement)
         finally:

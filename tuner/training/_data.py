@@ -25,7 +25,8 @@ from tuner.training._sources import DATASET_NAMES, read_raw
 
 __all__ = ["Dataset", "DATASET_NAMES", "load_dataset", "check_dataset_spec", "clear_dataset_cache"]
 
-_cache: dict[str, Dataset] = {}
+_cache: dict[str, Dataset] = {}  # the validated spec (and device) -> its dataset
+_canonical_keys: dict[str, str] = {}  # a spec as given -> the validated spec, validated once
 _cache_lock = threading.Lock()
 
 
@@ -133,11 +134,15 @@ def load_dataset(spec: DatasetSpec | Mapping[str, Any], device: torch.device) ->
     raw = spec.model_dump() if isinstance(spec, DatasetSpec) else spec
     if not isinstance(raw, Mapping):
         parse_dataset(raw)  # raises the SpecError that says what a dataset section is
-    key = json.dumps(dict(raw), sort_keys=True, default=str) + "|" + str(device)
+    given = json.dumps(dict(raw), sort_keys=True, default=str)
     with _cache_lock:  # one load per key, even with several trials starting at once
+        full = _canonical_keys.get(given)
+        if full is None:
+            full = _canonical_keys[given] = json.dumps(parse_dataset(raw).model_dump(), sort_keys=True)
+        key = full + "|" + str(device)
         cached = _cache.get(key)
         if cached is None:
-            cached = _cache[key] = _build(parse_dataset(raw).model_dump(), device)
+            cached = _cache[key] = _build(json.loads(full), device)
     return cached
 
 
@@ -152,3 +157,4 @@ def clear_dataset_cache() -> None:
     """Drop every cached dataset, e.g. after a file on disk changed or to free device memory."""
     with _cache_lock:
         _cache.clear()
+        _canonical_keys.clear()
