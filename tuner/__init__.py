@@ -13,6 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import lazy_loader as lazy
+
 from tuner._errors import (
     Diverged,
     SpecError,
@@ -43,13 +45,13 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    # TrialContext pulls in torch (~2 s); the CLI's read commands should not pay for it.
-    if name == "TrialContext":
-        from tuner.training import TrialContext
+# TrialContext pulls in torch (~2 s): the CLI's read commands must not pay for it, so it (and
+# only it) is attached lazily, with scientific Python's lazy_loader (SPEC 1).
+__getattr__, _, _ = lazy.attach(__name__, submod_attrs={"training": ["TrialContext"]})
 
-        return TrialContext
-    raise AttributeError(f"module 'tuner' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
 
 
 def validate(

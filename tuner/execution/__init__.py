@@ -1,12 +1,12 @@
 """Execution on Ray: coordinator (owns the study), workers (train trials), driver (runs both).
 
 Workers import torch; the coordinator must not (it would cost its process seconds of start-up),
-so the worker-side names are imported lazily.
+so the worker-side names are attached lazily.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import lazy_loader as lazy
 
 from tuner.execution._coordinator import INFRA_REASONS, Assignment, Coordinator, TrialResult
 
@@ -15,18 +15,13 @@ __all__ = [
     "run_study", "ensure_ray", "release_workers",
 ]
 
-_LAZY = {
-    "TrialWorker": "tuner.execution._worker",
-    "run_trial": "tuner.execution._trial",
-    "run_study": "tuner.execution._driver",
-    "ensure_ray": "tuner.execution._driver",
-    "release_workers": "tuner.execution._pool",
-}
+# Workers and the driver import torch and Ray's driver side; a coordinator's process and the
+# CLI's read commands import this package and must not pay for that: attached lazily.
+__getattr__, _, _ = lazy.attach(__name__, submod_attrs={
+    "_worker": ["TrialWorker"], "_trial": ["run_trial"], "_driver": ["run_study", "ensure_ray"],
+    "_pool": ["release_workers"],
+})
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'tuner.execution' has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return sorted(__all__)
