@@ -151,3 +151,27 @@ def test_an_old_or_foreign_tuner_schema_names_the_upgrade(tmp_path: Path) -> Non
     with pytest.raises(tuner.StorageError, match="tuner db upgrade") as info:
         tuner.list_studies(url)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("command", [
+    ["status"], ["best", "nope"], ["trials", "nope"], ["logs", "nope"], ["cancel", "nope"],
+    ["resume", "nope"],
+])
+def test_every_command_on_a_storage_that_does_not_exist(tmp_path: Path, command: list[str]) -> None:
+    """No file appears, and the answer is one line: 'no studies yet' (exit 0) for status, a
+    study it cannot find (exit 2) for the rest; never a traceback."""
+    from typer.testing import CliRunner
+
+    from tuner.cli import app
+
+    path = tmp_path / "none.db"
+    result = CliRunner().invoke(app, [*command, "--storage", f"sqlite:///{path}"],
+                                env={"RAY_ADDRESS": ""})
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert not path.exists()
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, lines
+    if command == ["status"]:
+        assert result.exit_code == 0 and "no studies yet" in lines[0]
+    else:
+        assert result.exit_code == 2 and "study 'nope'" in lines[0], lines

@@ -259,8 +259,9 @@ def tuner_jobs(address: str | None) -> list[dict[str, Any]]:
 def job_logs(study: str, storage: str | None, address: str | None) -> str:
     """The driver log of the Ray job that runs (or ran) ``study``."""
     job_id, where = None, address
+    url = resolve_url(storage)
     try:
-        st = open_storage(storage)
+        st = open_storage(url)
     except EmptyStorageError:
         st = None
     if st is not None:
@@ -273,7 +274,7 @@ def job_logs(study: str, storage: str | None, address: str | None) -> str:
         finally:
             st.engine.dispose()
     if job_id is None and address is None and not os.environ.get("RAY_ADDRESS"):
-        raise StudyNotFoundError(f"study '{study}' has no Ray job recorded in {redact(st.url)}; "
+        raise StudyNotFoundError(f"study '{study}' has no Ray job recorded in {redact(url)}; "
                                  "only `--detach` studies have job logs (or pass --address)")
     if job_id is None:
         matches = [j for j in tuner_jobs(address) if j["study"] == study]
