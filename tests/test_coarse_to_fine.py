@@ -459,3 +459,36 @@ def test_the_coordinator_stores_the_stages_the_sampler_recorded(sqlite_url: str)
     plain = optuna.load_study(study_name=spec["study"], storage=sqlite_url).trials
     assert [trial_stage(t) for t in plain] == [s for s, _ in stages]
     assert all(STAGE_ATTR in t.system_attrs and "stage" not in t.user_attrs for t in plain)
+
+
+def test_lost_trial_count_kept_incrementally_matches_a_full_scan() -> None:
+    """The count of infrastructure-lost trials before a number, kept as the study grows (open
+    trials looked at again, finished ones once), equals a scan of the whole study at every step,
+    whatever order trials finish in."""
+    import random
+
+    import optuna
+
+    from tuner._reasons import INFRA_REASONS
+    from tuner.samplers._coarse_to_fine import _LostTrials
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    rng = random.Random(7)
+    study = optuna.create_study()
+    counter = _LostTrials()
+    running: list[optuna.trial.Trial] = []
+    for step in range(400):
+        if running and rng.random() < 0.5:  # finish one open trial, sometimes lost
+            trial = running.pop(rng.randrange(len(running)))
+            if rng.random() < 0.3:
+                trial.set_user_attr("reason", rng.choice(sorted(INFRA_REASONS)))
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            else:
+                study.tell(trial, 1.0)
+        else:
+            running.append(study.ask())
+        trials = study.get_trials(deepcopy=False)
+        number = rng.randrange(len(trials) + 1)
+        full = sum(1 for t in trials if t.number < number
+                   and t.user_attrs.get("reason") in INFRA_REASONS)
+        assert counter.before(trials, number) == full, step
