@@ -33,7 +33,7 @@ from tuner.spec import StudySpec
 from tuner.storage import EmptyStorageError, open_storage, redact, resolve_url
 
 __all__ = [
-    "study_status","DetachedJob", "submit_detached", "cancel_study", "tuner_jobs", "job_logs",
+    "study_status", "DetachedJob", "submit_detached", "cancel_study", "tuner_jobs", "job_logs",
            "jobs_address", "ENTRYPOINT"]
 
 ENTRYPOINT = "python -m tuner.execution._job_main"
@@ -135,14 +135,13 @@ def _package(code: Path, job_id: str, into: Path) -> Path:
     """
     archive = into / f"{job_id}.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
-        top = ""  # the working dir is the zip's root (Ray keeps a local zip's layout)
-        zf.writestr(".tuner-job", job_id)
+        zf.writestr(".tuner-job", job_id)  # at the root: Ray keeps a local zip's layout
         for root, dirs, files in os.walk(code):
             dirs[:] = sorted(d for d in dirs if not _excluded(d))
             for name in sorted(files):
                 if not _excluded(name):
                     path = Path(root) / name
-                    zf.write(path, top + path.relative_to(code).as_posix())
+                    zf.write(path, path.relative_to(code).as_posix())
     return archive
 
 

@@ -442,7 +442,7 @@ class CoarseToFineSampler(ScaleAwareSampler):
                 and self._stage_at(t.number - lost) < stage
             ):
                 done.append(t)
-            if t.user_attrs.get("reason") in INFRA_REASONS:
+            if _infra_lost(t):
                 lost += 1
         sign = -1.0 if study.direction == StudyDirection.MAXIMIZE else 1.0
         done.sort(key=lambda t: (sign * float(t.value), t.number))  # type: ignore[arg-type]
