@@ -4,6 +4,7 @@ database per test session (the server is shared), and pinned torch threads."""
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -13,6 +14,11 @@ import torch
 
 torch.set_num_threads(1)
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Prepared data sets go to a directory of this run (workers started by Ray inherit it), not to
+# the home of whoever runs the tests.
+os.environ.setdefault("TUNER_CACHE_DIR", tempfile.mkdtemp(prefix="tuner-test-cache-"))
+# A head the developer started with `tuner up` is not joined by the studies tests run.
+os.environ["TUNER_STATE_DIR"] = tempfile.mkdtemp(prefix="tuner-test-state-")
 
 REPO = Path(__file__).resolve().parents[1]
 SPACES = REPO / "search_spaces"

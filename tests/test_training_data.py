@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -186,3 +191,66 @@ def test_check_dataset_spec(table):
     with pytest.raises(SpecError) as err:
         check_dataset_spec({"name": "digits", "validation_fraction": 1.0})
     assert err.value.field == "dataset.validation_fraction"
+
+
+_LOAD = """
+import json, sys
+import torch
+from tuner.training import load_dataset
+d = load_dataset({"name": sys.argv[1], "seed": 3}, torch.device("cpu"))
+print(json.dumps({"sklearn": "sklearn" in sys.modules, "x": d.x_train.sum().item(),
+                  "y": d.y_val.sum().item(), "n": d.x_train.shape[0], "classes": d.n_classes,
+                  "shape": d.image_shape, "task": d.task}))
+"""
+
+
+def _load_in_fresh_process(name: str, cache: Path) -> dict:
+    env = {**os.environ, "TUNER_CACHE_DIR": str(cache)}
+    out = subprocess.run([sys.executable, "-c", _LOAD, name], env=env, capture_output=True,
+                         text=True, timeout=120, check=True)
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize("name", ["digits", "diabetes"])
+def test_bundled_sets_are_prepared_once_per_machine(name, tmp_path):
+    """The first worker builds the set with scikit-learn and keeps it; the next reads it without
+    importing sklearn (seconds of a worker's start-up) and gets exactly the same tensors."""
+    cache = tmp_path / "cache"
+    first = _load_in_fresh_process(name, cache)
+    assert first["sklearn"] is True
+    assert len(list((cache / "datasets").glob("*.npz"))) == 1
+    second = _load_in_fresh_process(name, cache)
+    assert second.pop("sklearn") is False
+    first.pop("sklearn")
+    assert second == first
+
+
+def test_a_broken_or_unwritable_cache_is_only_slower(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNER_CACHE_DIR", str(tmp_path / "cache"))
+    clear_dataset_cache()
+    want = load_dataset({"name": "digits"}, "cpu")
+    (path,) = (tmp_path / "cache" / "datasets").glob("*.npz")
+    path.write_bytes(path.read_bytes()[:1000])  # a half-written file from a killed process
+    clear_dataset_cache()
+    again = load_dataset({"name": "digits"}, "cpu")
+    assert torch.equal(again.x_train, want.x_train) and torch.equal(again.y_val, want.y_val)
+    assert np.load(path)["x_train"].shape == tuple(want.x_train.shape)  # rewritten whole
+
+    monkeypatch.setenv("TUNER_CACHE_DIR", str(path))  # a file where a directory should be
+    clear_dataset_cache()
+    assert torch.equal(load_dataset({"name": "digits"}, "cpu").x_train, want.x_train)
+    clear_dataset_cache()
+
+
+def test_user_files_are_never_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNER_CACHE_DIR", str(tmp_path / "cache"))
+    csv = tmp_path / "d.csv"
+    pd.DataFrame({"a": [0.0, 1, 2, 3, 4, 5, 6, 7], "target": [0, 1] * 4}).to_csv(csv, index=False)
+    clear_dataset_cache()
+    first = load_dataset({"name": f"csv:{csv}", "target": "target", "validation_fraction": 0.25}, "cpu")
+    pd.DataFrame({"a": [9.0, 1, 2, 3, 4, 5, 6, 7], "target": [0, 1] * 4}).to_csv(csv, index=False)
+    clear_dataset_cache()
+    second = load_dataset({"name": f"csv:{csv}", "target": "target", "validation_fraction": 0.25}, "cpu")
+    assert not (tmp_path / "cache").exists()
+    assert not torch.equal(first.x_train, second.x_train) or not torch.equal(first.x_val, second.x_val)
+    clear_dataset_cache()

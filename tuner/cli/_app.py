@@ -332,6 +332,42 @@ def dashboard(
 
 
 @app.command()
+def up(
+    idle_minutes: Annotated[float, typer.Option(
+        min=0.0, help="Stop by itself after this long without a study.")] = 30.0,
+    cpus: Annotated[Optional[int], typer.Option(min=1, help="CPUs it offers (default: all).")] = None,
+    gpus: Annotated[Optional[int], typer.Option(min=0, help="GPUs it offers (default: all).")] = None,
+) -> None:
+    """Keep a local Ray and warm workers up between studies: a later `tuner submit` on this
+    machine joins it (no Ray start, no cold workers). Stops when idle, or on `tuner down`."""
+    from tuner.execution._head import head_stats, start_head
+
+    def body() -> None:
+        info, started = start_head(idle_s=idle_minutes * 60.0, num_cpus=cpus, num_gpus=gpus)
+        if started:
+            out.print(f"tuner head up: pid {info.pid}, Ray at {info.address}; stops after "
+                      f"{info.idle_s / 60:g} min without a study (log: {info.log})")
+            return
+        stats = head_stats(info)
+        out.print(f"tuner head already up: pid {info.pid}, Ray at {info.address}; "
+                  f"{stats['idle']} warm workers idle, {stats['studies']} studies running, "
+                  f"{stats['created']} workers started, {stats['reused']} reused")
+    _guard(body)
+
+
+@app.command()
+def down() -> None:
+    """Stop the local Ray and warm workers of `tuner up` (studies running on it are stopped as
+    Ctrl-C stops them: their running trials re-run on `tuner resume`)."""
+    from tuner.execution._head import stop_head
+
+    def body() -> None:
+        info = stop_head()
+        out.print("no tuner head is up" if info is None else f"tuner head stopped (pid {info.pid})")
+    _guard(body)
+
+
+@app.command()
 def schema() -> None:
     """Print the JSON Schema of the study spec (for editor completion and validation)."""
     print(json.dumps(tuner.spec.spec_json_schema(), indent=2))

@@ -18,6 +18,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from tuner._errors import SpecError, StorageError, StudyCancelled, TunerError
 from tuner._text import error_line
 from tuner.execution._coordinator import Coordinator
+from tuner.execution._head import (WARM_CONCURRENCY, PoolLease, head_pool, head_to_join,
+                                   join_head)
 from tuner.execution._pool import return_workers, take_workers
 from tuner.execution._worker import TrialWorker
 from tuner.execution._writer import RETRY_S
@@ -36,22 +38,39 @@ ABORT_FLUSH_S = 30.0
 
 
 def ensure_ray(address: str | None = None) -> None:
-    """Join ``address`` (``auto``, ``ray://host:10001``) or start a local Ray on demand.
+    """Join ``address`` (``auto``, ``ray://host:10001``), the head `tuner up` started, or start a
+    local Ray on demand.
 
-    With no address (and no ``$RAY_ADDRESS``) a *new* local Ray starts, even when some other
-    process runs a cluster on this machine (``ray.init()`` alone would join that one): the
-    embedded default must not borrow a stranger's resources. ``--address auto`` joins it.
+    With no address (and no ``$RAY_ADDRESS``) a running tuner head of this Python environment
+    is joined (see ``_head``); else a *new* local Ray starts, even when some other process runs
+    a cluster on this machine (``ray.init()`` alone would join that one): the embedded default
+    must not borrow a stranger's resources. ``--address auto`` joins it.
     """
+    global _on_head
     if ray.is_initialized():
         return
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
+    _on_head = False
     if address is None and not os.environ.get("RAY_ADDRESS"):
+        head = head_to_join()
+        if head is not None:
+            try:
+                join_head(head, **kwargs)
+                _on_head = True
+                return
+            except (ConnectionError, ValueError) as e:  # it stopped meanwhile: start our own
+                _log.warning("could not join the tuner head (%s); starting a local Ray",
+                             error_line(e))
         address = "local"
         kwargs["include_dashboard"] = False
     try:
         ray.init(address=address, **kwargs)
     except (ConnectionError, ValueError) as e:
         raise TunerError(f"cannot reach the Ray cluster at {address!r}: {e}; check --address") from None
+
+
+_on_head = False
+"""This process joined the head of `tuner up` (its workers come from the head's pool)."""
 
 
 def run_study(
@@ -110,19 +129,37 @@ def _drive(spec: StudySpec, url: str, run: Run, *, address: str | None, resume: 
            job: dict[str, Any] | None, warm_start: list[dict[str, Any]] | None,
            retry_for_s: float) -> dict[str, Any]:
     n_workers = spec.resources.workers
-    # Beside the driver (the head node for jobs and Ray Client): a GPU node that goes away must
-    # not take the study's only copy of its in-memory state with it.
-    coord = ray.remote(Coordinator).options(
-        num_cpus=0, max_concurrency=2 * n_workers + 8, max_restarts=0,
-        scheduling_strategy=_near_driver(),
-    ).remote(spec, url, run=run, resume=resume, trials=trials, job=job,
-             warm_start=warm_start, retry_for_s=retry_for_s)
     res = spec.resources
+    code_dir = os.getcwd()
+    shape = (res.cpus_per_trial, res.gpus_per_trial, code_dir)
+    args = (max(1, int(res.cpus_per_trial)), res.gpus_per_trial > 0, code_dir)
+    # On the head of `tuner up`, workers come from (and go back to) its pool and outlive us, and
+    # the coordinator's process is started before the study arrives.
+    pool = head_pool() if _on_head else None
+    lease = PoolLease(pool, shape, args) if pool is not None else None
+    concurrency = 2 * n_workers + 8
+    study = dict(run=run, resume=resume, trials=trials, job=job, warm_start=warm_start,
+                 retry_for_s=retry_for_s)
+    if lease is not None and concurrency <= WARM_CONCURRENCY:
+        coord = lease.coordinator()
+        try:  # before any worker calls it: a threaded actor runs calls in no set order
+            _unwrap(lambda: ray.get(coord.start.remote(spec, url, **study)))
+        except BaseException:
+            ray.kill(coord)
+            lease.give([])
+            raise
+        started = coord.progress.remote()
+    else:
+        # Beside the driver (the head node for jobs and Ray Client): a GPU node that goes away
+        # must not take the study's only copy of its in-memory state with it.
+        coord = ray.remote(Coordinator).options(
+            num_cpus=0, max_concurrency=concurrency, max_restarts=0,
+            scheduling_strategy=_near_driver(),
+        ).remote(spec, url, **study)
+        started = coord.progress.remote()
     worker_cls = ray.remote(TrialWorker).options(
         num_cpus=res.cpus_per_trial, num_gpus=res.gpus_per_trial, max_restarts=0, max_task_retries=0,
     )
-    code_dir = os.getcwd()
-    shape = (res.cpus_per_trial, res.gpus_per_trial, code_dir)
     runs: dict[Any, tuple[str, Any]] = {}
     survivors: list[Any] = []
     killed: set[str] = set()  # workers killed on purpose (their trial timed out)
@@ -133,13 +170,13 @@ def _drive(spec: StudySpec, url: str, run: Run, *, address: str | None, resume: 
         wid = f"w{seq}"
         seq += 1
         if actor is None:
-            actor = worker_cls.remote(max(1, int(res.cpus_per_trial)), res.gpus_per_trial > 0, code_dir)
+            actor = lease.spawn() if lease is not None else worker_cls.remote(*args)
         runs[actor.run.remote(coord, spec, wid)] = (wid, actor)
 
     # Workers start (torch, dataset) while the coordinator loads the study: both take seconds.
     # A worker with nothing left to do gets None at once and returns to the pool.
     wanted = min(n_workers, trials if trials is not None else spec.trials)
-    warm = take_workers(wanted, shape)
+    warm = lease.take(wanted) if lease is not None else take_workers(wanted, shape)
     for actor in warm:
         spawn(actor)
     for _ in range(wanted - len(warm)):
@@ -147,8 +184,10 @@ def _drive(spec: StudySpec, url: str, run: Run, *, address: str | None, resume: 
     early_deaths = 0
     done_at: float | None = None
     try:
-        _unwrap(lambda: ray.get(coord.progress.remote()))  # the coordinator started (or why not)
+        _unwrap(lambda: ray.get(started))  # the coordinator started (or why not)
         while runs:
+            if lease is not None:
+                lease.renew()
             ready, _ = ray.wait(list(runs), num_returns=1, timeout=poll_s)
             for ref in ready:
                 wid, actor = runs.pop(ref)
@@ -199,10 +238,15 @@ def _drive(spec: StudySpec, url: str, run: Run, *, address: str | None, resume: 
                     f"continue it with `tuner resume {spec.study}`")
     except BaseException:
         _abort(coord, [a for _, a in runs.values()] + survivors)
+        if lease is not None:
+            lease.give([])
         raise
     final = _unwrap(lambda: ray.get(coord.close.remote()))
     ray.kill(coord)
-    return_workers(survivors)
+    if lease is not None:
+        lease.give(survivors)
+    else:
+        return_workers(survivors)
     if on_progress is not None:
         on_progress(final)
     return final

@@ -12,12 +12,18 @@ import math
 import traceback
 from typing import Any, Callable
 
+from typing import TYPE_CHECKING
+
+import lazy_loader as lazy
 import optuna
-import torch
 
 from tuner._errors import Diverged
 from tuner.execution._coordinator import TrialResult
-from tuner.training import TrialContext
+
+if TYPE_CHECKING:
+    from tuner.training import TrialContext
+
+torch = lazy.load("torch")  # loaded in the worker that runs a trial, not in the driver
 
 __all__ = ["run_trial"]
 

@@ -17,14 +17,23 @@ import socket
 import sys
 from typing import Any
 
-import ray
-import torch
+from typing import TYPE_CHECKING
 
+import lazy_loader as lazy
+import ray
+
+from tuner import training
 from tuner.execution._coordinator import Assignment, TrialResult
 from tuner.execution._trial import run_trial
 from tuner.spec import StudySpec
 from tuner.training._pack_key import PACKABLE_KINDS
-from tuner.training import TrialContext, load_dataset, resolve_trainable
+
+if TYPE_CHECKING:
+    from tuner.training import TrialContext
+
+# The driver imports this module only to hand the class to ``ray.remote``: torch (seconds of
+# import) is loaded where trials run, in the worker process, not in every `tuner submit`.
+torch = lazy.load("torch")
 
 __all__ = ["TrialWorker"]
 
@@ -66,9 +75,9 @@ class TrialWorker:
         """Import the trainable and load the dataset onto the device before the first trial."""
         if spec == self._spec:
             return
-        self._fn = resolve_trainable(spec.trainable)
+        self._fn = training.resolve_trainable(spec.trainable)
         if spec.dataset is not None and spec.trainable.startswith("builtin:"):
-            load_dataset(spec.dataset.model_dump(), self._device)
+            training.load_dataset(spec.dataset.model_dump(), self._device)
         self._spec = spec
         self._pack = self._pack_size(spec)
 
@@ -83,7 +92,7 @@ class TrialWorker:
             return int(spec.resources.pack)
         from tuner.training._packed import probe_pack_size
 
-        ctx = TrialContext(device=self._device, epochs=spec.epochs,
+        ctx = training.TrialContext(device=self._device, epochs=spec.epochs,
                            objective_metric=spec.objective.metric,
                            direction=spec.objective.direction, dataset=spec.dataset.model_dump())
         try:
@@ -112,7 +121,7 @@ class TrialWorker:
         if spec.pruner.kind != "none" and coordinator is not None:
             def hook(epoch: int, value: float) -> bool:
                 return bool(ray.get(coordinator.report.remote(a.trial_id, epoch, value)))
-        ctx = TrialContext(
+        ctx = training.TrialContext(
             trial_number=a.number, device=self._device, epochs=spec.epochs,
             objective_metric=spec.objective.metric, direction=spec.objective.direction,
             dataset=spec.dataset.model_dump() if spec.dataset else None,
@@ -147,7 +156,7 @@ class TrialWorker:
         # A member's stop (pruned, timed out, the study stopping) reaches it through report().
         watched = coordinator is not None and (spec.pruner.kind != "none"
                                                or spec.trial_timeout_s is not None)
-        ctxs = [TrialContext(
+        ctxs = [training.TrialContext(
             trial_number=a.number, device=self._device, epochs=spec.epochs,
             objective_metric=spec.objective.metric, direction=spec.objective.direction,
             dataset=spec.dataset.model_dump() if spec.dataset else None,

@@ -21,7 +21,8 @@ import torch
 from tuner._errors import SpecError
 from tuner.spec import DatasetSpec, parse_dataset
 from tuner.training._checks import check_dataset_spec
-from tuner.training._sources import DATASET_NAMES, read_raw
+from tuner.training._disk_cache import read_arrays, write_arrays
+from tuner.training._sources import DATASET_NAMES, is_user_file, read_raw
 
 __all__ = ["Dataset", "DATASET_NAMES", "load_dataset", "check_dataset_spec", "clear_dataset_cache"]
 
@@ -87,10 +88,12 @@ def _scale(train: np.ndarray, val: np.ndarray, how: str) -> tuple[np.ndarray, np
     return (train - shift) / scale, (val - shift) / scale
 
 
-def _build(spec: dict[str, Any], device: torch.device) -> Dataset:
+def _prepare(spec: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Read, split and scale ``spec`` into NumPy arrays (``task``, ``n_classes`` and
+    ``image_shape`` ride along as 0-d/1-d arrays so that the whole result can be cached)."""
     raw = read_raw(spec)
     y = raw.y
-    n_classes: int | None = None
+    n_classes = -1
     if raw.task == "classification":
         classes, y = np.unique(y, return_inverse=True)
         n_classes = len(classes)
@@ -104,25 +107,46 @@ def _build(spec: dict[str, Any], device: torch.device) -> Dataset:
         mean, std = y_tr.mean(), y_tr.std()
         std = std if std > 0 else 1.0
         y_tr, y_va = (y_tr - mean) / std, (y_va - mean) / std
-    y_dtype = torch.int64 if raw.task == "classification" else torch.float32
     shape = tuple(spec["image_shape"]) if spec.get("image_shape") else raw.image_shape
     if shape is not None and int(np.prod(shape)) != raw.x.shape[1]:
         raise SpecError("dataset.image_shape", f"{list(shape)} holds {int(np.prod(shape))} values "
                         f"but each row has {raw.x.shape[1]} features; fix the shape")
+    return {"x_train": x_tr, "y_train": y_tr, "x_val": x_va, "y_val": y_va,
+            "task": np.array(raw.task), "n_classes": np.array(n_classes),
+            "image_shape": np.array(shape if shape is not None else (), dtype=np.int64)}
+
+
+def _prepared(spec: dict[str, Any], key: str) -> dict[str, np.ndarray]:
+    """:func:`_prepare`, through the disk cache for sets that are the same on every run."""
+    if is_user_file(spec["name"]):
+        return _prepare(spec)
+    arrays = read_arrays(key)
+    if arrays is None:
+        arrays = _prepare(spec)
+        write_arrays(key, arrays)
+    return arrays
+
+
+def _build(spec: dict[str, Any], device: torch.device, key: str) -> Dataset:
+    arrays = _prepared(spec, key)
+    task = str(arrays["task"])
+    n_classes = int(arrays["n_classes"])
+    shape = tuple(int(v) for v in arrays["image_shape"])
+    y_dtype = torch.int64 if task == "classification" else torch.float32
 
     def put(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
         return torch.as_tensor(np.ascontiguousarray(array), dtype=dtype).to(device)
 
     return Dataset(
-        x_train=put(x_tr, torch.float32),
-        y_train=put(y_tr, y_dtype),
-        x_val=put(x_va, torch.float32),
-        y_val=put(y_va, y_dtype),
-        task=raw.task,
-        n_features=int(raw.x.shape[1]),
-        n_classes=n_classes,
+        x_train=put(arrays["x_train"], torch.float32),
+        y_train=put(arrays["y_train"], y_dtype),
+        x_val=put(arrays["x_val"], torch.float32),
+        y_val=put(arrays["y_val"], y_dtype),
+        task=task,
+        n_features=int(arrays["x_train"].shape[1]),
+        n_classes=n_classes if n_classes >= 0 else None,
         name=str(spec["name"]),
-        image_shape=None if shape is None else (int(shape[0]), int(shape[1]), int(shape[2])),
+        image_shape=(shape[0], shape[1], shape[2]) if shape else None,
     )
 
 
@@ -142,7 +166,7 @@ def load_dataset(spec: DatasetSpec | Mapping[str, Any], device: torch.device) ->
         key = full + "|" + str(device)
         cached = _cache.get(key)
         if cached is None:
-            cached = _cache[key] = _build(json.loads(full), device)
+            cached = _cache[key] = _build(json.loads(full), device, full)
     return cached
 
 
