@@ -42,9 +42,12 @@ def ray_session() -> Iterator[str]:
 
         release_workers()
         ray.shutdown()
-    ctx = ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1",
-                   dashboard_port=port,
-                   logging_level=logging.WARNING)
+    from tuner.execution._local_ray import init_local
+
+    # Its agent on a free port too, as tuner's own Rays: a Ray some test (or the developer) starts
+    # beside it keeps Ray's default agent port, and with it a working job API.
+    ctx = init_local(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
+                     logging_level=logging.WARNING)
     yield f"http://{ctx.dashboard_url}"
     ray.shutdown()
 

@@ -74,6 +74,45 @@ def test_second_submit_joins_the_head_and_reuses_its_workers(head_env, tmp_path:
     assert _tuner(head_env, "down", cwd=tmp_path).stdout.strip() == "no tuner head is up"
 
 
+_PLAIN_RAY_JOB = """
+import socket, sys, time
+import ray
+from ray.job_submission import JobSubmissionClient
+with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port)
+client = JobSubmissionClient(f"http://127.0.0.1:{port}")
+job = client.submit_job(entrypoint="echo from-the-job")
+deadline = time.monotonic() + 120
+while str(client.get_job_status(job)) not in ("SUCCEEDED", "FAILED", "STOPPED"):
+    assert time.monotonic() < deadline, "the job did not end"
+    time.sleep(0.5)
+print(client.get_job_status(job))
+print(client.get_job_logs(job))
+"""
+
+
+def test_a_ray_the_user_starts_beside_the_head_can_take_jobs(head_env, tmp_path: Path) -> None:
+    """Ray's dashboard agent binds port 52365 by default, and a second cluster on the machine
+    whose agent cannot bind it refuses every job ("No available agent to submit job"). The head
+    lives for half an hour: it must leave that port to the Ray the user starts meanwhile."""
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", 52365))
+        except OSError:
+            pytest.skip("port 52365 (Ray's dashboard agent) is taken by another process already")
+    up = _tuner(head_env, "up", "--idle-minutes", "10", cwd=tmp_path, timeout=180)
+    assert up.returncode == 0, up.stderr
+    plain = subprocess.run([sys.executable, "-c", _PLAIN_RAY_JOB], env=head_env, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300)
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    status, logs = plain.stdout.split("\n", 1)
+    assert status == "SUCCEEDED" and "from-the-job" in logs.splitlines()
+
+
 def test_the_head_stops_itself_when_idle(head_env, tmp_path: Path) -> None:
     up = _tuner(head_env, "up", "--idle-minutes", "0.05", cwd=tmp_path, timeout=180)
     assert up.returncode == 0, up.stderr

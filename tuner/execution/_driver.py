@@ -20,6 +20,7 @@ from tuner._text import error_line
 from tuner.execution._coordinator import Coordinator
 from tuner.execution._head import (WARM_CONCURRENCY, PoolLease, head_pool, head_to_join,
                                    join_head)
+from tuner.execution._local_ray import init_local
 from tuner.execution._pool import return_workers, take_workers
 from tuner.execution._worker import TrialWorker
 from tuner.execution._writer import RETRY_S
@@ -61,8 +62,8 @@ def ensure_ray(address: str | None = None) -> None:
             except (ConnectionError, ValueError) as e:  # it stopped meanwhile: start our own
                 _log.warning("could not join the tuner head (%s); starting a local Ray",
                              error_line(e))
-        address = "local"
-        kwargs["include_dashboard"] = False
+        init_local(include_dashboard=False, **kwargs)  # see _local_ray: port 52365 stays free
+        return
     try:
         ray.init(address=address, **kwargs)
     except (ConnectionError, ValueError) as e:

@@ -39,6 +39,7 @@ import ray
 from tuner._errors import TunerError
 from tuner._text import error_line
 from tuner.execution._coordinator import Coordinator
+from tuner.execution._local_ray import init_local
 
 __all__ = ["HeadInfo", "WarmPool", "PoolLease", "head_pool", "head_stats", "head_to_join", "join_head",
            "read_head", "start_head", "stop_head", "WarmCoordinator", "LEASE_S", "IDLE_S"]
@@ -352,8 +353,10 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-gpus", type=int, default=None)
     args = parser.parse_args(argv)
     stop = threading.Event()
-    ctx = ray.init(address="local", namespace=NAMESPACE, include_dashboard=False,
-                   num_cpus=args.num_cpus, num_gpus=args.num_gpus, logging_level=logging.WARNING)
+    # Its dashboard agent on a free port: a Ray the user starts while the head is up keeps 52365
+    # for its own job submissions (see _local_ray).
+    ctx = init_local(namespace=NAMESPACE, include_dashboard=False, num_cpus=args.num_cpus,
+                     num_gpus=args.num_gpus, logging_level=logging.WARNING)
     # After ray.init: Ray installs its own SIGTERM handler, and `tuner down` must stop us cleanly.
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
