@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import optuna
 import pytest
 
 from tests.conftest import open_coordinator, small_spec
 from tuner import StudyExistsError, load_study
 from tuner.execution import Coordinator, TrialResult
+from tuner.execution import _coordinator as coordinator_module
 from tuner.storage import open_storage
 
 
@@ -157,3 +162,92 @@ def test_stored_times_are_the_coordinators_in_utc(sqlite_url: str) -> None:
     t = load_study(spec["study"], sqlite_url).trials()[0]
     assert start <= t.datetime_start <= before <= t.datetime_complete <= after
     assert t.duration_s is not None and 0 <= t.duration_s < 0.5
+
+
+class _Gated(optuna.samplers.BaseSampler):
+    """The spec's own sampler, whose draws wait until ``gate`` opens: an ask as slow as a test
+    needs it (TPE over 100k trials takes about a second per ask), at a moment the test knows."""
+
+    def __init__(self, inner: optuna.samplers.BaseSampler) -> None:
+        self.inner, self.gate, self.asking = inner, threading.Event(), threading.Event()
+
+    def infer_relative_search_space(self, study, trial):  # type: ignore[no-untyped-def]
+        return self.inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):  # type: ignore[no-untyped-def]
+        return self.inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, name, distribution):  # type: ignore[no-untyped-def]
+        self.asking.set()
+        assert self.gate.wait(60), "the test never opened the gate"
+        return self.inner.sample_independent(study, trial, name, distribution)
+
+
+@pytest.fixture
+def gated(monkeypatch: pytest.MonkeyPatch) -> list[_Gated]:
+    """Coordinators made in the test get a gated sampler (the list holds it)."""
+    made: list[_Gated] = []
+    real = coordinator_module.create_sampler
+
+    def create(spec):  # type: ignore[no-untyped-def]
+        made.append(_Gated(real(spec)))
+        return made[-1]
+
+    monkeypatch.setattr(coordinator_module, "create_sampler", create)
+    return made
+
+
+def _until(what: str, check, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+FIXED = {"lr": 0.01, "batch_size": 64, "layers": 1}
+
+
+def test_a_slow_ask_delays_no_result_and_no_report(sqlite_url: str, gated: list[_Gated]) -> None:
+    spec = small_spec(trials=3, resources={"workers": 1, "cpus_per_trial": 1},
+                      pruner={"kind": "median", "n_startup_trials": 1, "n_warmup_steps": 0})
+    c = open_coordinator(spec, sqlite_url, warm_start=[{"params": FIXED, "source": "donor"}])
+    (sampler,) = gated
+    a = c.next_trial("w0")  # the queued trial: its params are fixed, the sampler draws nothing
+    assert a.params == FIXED
+    assert sampler.asking.wait(30)  # the asker now waits inside the sampler for trial 1
+    with ThreadPoolExecutor(2) as pool:
+        # While that ask runs: a pruning report is answered, and a result is recorded...
+        assert pool.submit(c.report, a.trial_id, 1, 0.4).result(timeout=30) is False
+        r = _result(a, 0.8)
+        r.reported = True
+        nxt = pool.submit(c.next_trial, "w0", r)
+        _until("the result to be recorded", lambda: c.progress()["complete"] == 1)
+        assert not nxt.done()  # ...while the worker waits for its next trial, off the lock
+        sampler.gate.set()
+        b = nxt.result(timeout=30)
+    assert b is not None and b.number == 1 and b.params != FIXED
+    b2 = c.next_trial("w0", _result(b, 0.6))
+    assert b2 is not None and c.next_trial("w0", _result(b2, 0.7)) is None
+    final = c.close()
+    assert (final["complete"], final["failed"], final["done"]) == (3, 0, True)
+    trials = optuna.load_study(study_name=spec["study"], storage=sqlite_url).trials
+    assert [t.number for t in trials] == [0, 1, 2] and trials[0].params == FIXED
+    assert [t.value for t in trials] == [0.8, 0.6, 0.7]
+
+
+def test_a_trial_asked_while_the_study_stops_never_reaches_the_database(
+        sqlite_url: str, gated: list[_Gated]) -> None:
+    spec = small_spec(trials=3, resources={"workers": 1, "cpus_per_trial": 1})
+    c = open_coordinator(spec, sqlite_url, warm_start=[{"params": FIXED, "source": "donor"}])
+    (sampler,) = gated
+    a = c.next_trial("w0")
+    assert sampler.asking.wait(30)
+    c.stop()  # trial 0 fails "interrupted" (and is queued for resume); trial 1 is being asked
+    sampler.gate.set()
+    _until("the asker to finish its ask", lambda: c._asking == 0)
+    assert c.next_trial("w0") is None
+    c.close()
+    trials = optuna.load_study(study_name=spec["study"], storage=sqlite_url).trials
+    assert [(t.number, t.state.name) for t in trials] == [(0, "FAIL"), (1, "WAITING")]
+    assert trials[0].user_attrs["reason"] == "interrupted" and trials[1].params == {}
+    assert trials[1].system_attrs["fixed_params"] == FIXED

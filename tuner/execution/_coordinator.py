@@ -28,6 +28,13 @@ sends a worker up to P trials of one group. Each member is then created or claim
 database as a single trial is and ends on its own through the same ``_finish``/``_fail``; a
 lost worker fails every member it held, and a timed-out member fails alone (the worker is
 killed only once none of its members is left running).
+
+Asks off the lock: one trial at a time, workers take trials asked ahead by an asker thread
+(:meth:`Coordinator._ask_loop`) that runs the sampler *without* holding the coordinator's lock,
+so a slow ask (TPE over 100k trials: about a second) never delays a result, a pruning report or
+another worker's next trial. It keeps ``_ahead`` trials held in memory (one for TPE, whose draws
+use the results so far; one per worker for random and grid). Coarse-to-fine and packs keep
+asking under the lock (their asks decide stage boundaries and pack groups, and cost ~5 ms).
 """
 
 from __future__ import annotations
@@ -155,6 +162,9 @@ class Coordinator:
             direction=self._objective.direction, study_name=self._spec.study)
         self._mem_sid = self._mem_storage.get_study_id_from_name(self._spec.study)
         self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)  # the asker and workers waiting on it
+        self._asking = 0  # asks the asker runs now (off the lock); they count against the budget
+        self._ask_error: BaseException | None = None
         self._run_tag = uuid.uuid4().hex[:12]
         self._seq = itertools.count()
         self._db_of: dict[int, int] = {}  # in-memory trial id -> database trial id
@@ -205,18 +215,37 @@ class Coordinator:
         self._watcher = threading.Thread(target=self._watch, args=(poll_s,), name="tuner-watch",
                                          daemon=True)
         self._watcher.start()
+        # Off-lock asks: samplers whose draws open no stages, one trial per worker at a time.
+        self._ahead = 1 if self._spec.sampler.kind == "tpe" else min(max(1, spec.resources.workers), 8)
+        self._asker: threading.Thread | None = None
+        if (next_stage(self._sampler, self._mem) is None
+                and (self._pack_kind is None or self._spec.resources.pack == 1)):
+            self._asker = threading.Thread(target=self._ask_loop, name="tuner-ask", daemon=True)
+            self._asker.start()
 
     # --- protocol ----------------------------------------------------------------------------
     def next_trial(self, worker: str, result: TrialResult | None = None) -> Assignment | None:
         """Record ``result`` (if any) and give ``worker`` its next trial, or None when done."""
-        with self._lock:
+        with self._cond:
             if result is not None:
                 self._finish(result)
-            while self._held and not (self._stopping or self._fatal):
-                # packs asked these ahead (workers of one study can differ: pack: auto)
-                started = self._start_pack(worker, [self._held.pop(0)])
-                if started:
-                    return started[0]
+                self._cond.notify_all()  # a re-queued trial or a freed slot: the asker goes on
+            while True:
+                while self._held and not (self._stopping or self._fatal):
+                    # asked ahead: by the asker, or for packs (a study's workers can differ)
+                    started = self._start_pack(worker, [self._held.pop(0)])
+                    self._cond.notify_all()
+                    if started:
+                        return started[0]
+                if self._ask_error is not None:
+                    raise self._ask_error
+                if self._stopping or self._fatal:
+                    return None
+                if self._asker is None:
+                    break
+                if not self._asking and self._used() + len(self._running) >= self._target:
+                    return None  # (an ask in flight may still bring a trial: wait for it)
+                self._cond.wait(0.5)  # releases the lock: results and reports go on meanwhile
             while not (self._stopping or self._fatal
                        or self._used() + len(self._running) + len(self._held) >= self._target):
                 assignment = self._start(worker)
@@ -267,6 +296,7 @@ class Coordinator:
                 if run.worker == worker:  # a pack's worker held several
                     self._fail(trial_id, why)
                     lost = run.number if lost is None else lost
+            self._cond.notify_all()  # its params are queued again
             return lost
 
     def take_timed_out(self) -> list[str]:
@@ -282,11 +312,14 @@ class Coordinator:
             for trial_id in list(self._running):
                 self._fail(trial_id, reason)
             self._drop_held()
+            self._cond.notify_all()
 
     def close(self, timeout: float | None = None) -> dict[str, Any]:
         """Flush every pending write (within ``timeout``), give the lease back; returns the
         final progress."""
         self._closed.set()
+        with self._cond:
+            self._cond.notify_all()  # the asker ends
         try:
             self._writer.close(timeout)
         finally:
@@ -427,11 +460,51 @@ class Coordinator:
         return stage is not None and any(
             trial_stage(self._mem_storage.get_trial(h.mem_id)) != stage for h in self._held)
 
-    def _ask_ahead(self) -> _Held:
+    # --- the asker ----------------------------------------------------------------------------
+    def _ask_loop(self) -> None:
+        """Keep ``_ahead`` trials asked: the sampler runs here, off the lock. Optuna's in-memory
+        study takes ``ask`` and ``tell`` from different threads (its ``optimize(n_jobs=...)``
+        does); only this thread asks, so draws stay in one sequence. A trial asked when the study
+        stopped meanwhile is failed in memory, as held trials are."""
+        while True:
+            with self._cond:
+                while not self._ask_ends() and not self._wants_ask():
+                    self._cond.wait(0.5)
+                if self._ask_ends():
+                    return
+                self._asking += 1
+            try:
+                held = self._ask_ahead(sync_attrs=False)
+            except BaseException as e:  # noqa: BLE001 - handed to the workers that wait for it
+                with self._cond:
+                    self._asking -= 1
+                    self._ask_error = e
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self._asking -= 1
+                self._sync_study_attrs()
+                if self._stopping or self._fatal:
+                    held.trial.set_user_attr("reason", "interrupted")
+                    self._mem.tell(held.trial, state=TrialState.FAIL)
+                else:
+                    self._held.append(held)
+                self._cond.notify_all()
+
+    def _ask_ends(self) -> bool:
+        return bool(self._closed.is_set() or self._stopping or self._fatal or self._ask_error)
+
+    def _wants_ask(self) -> bool:
+        ahead = len(self._held) + self._asking
+        return ahead < self._ahead and \
+            self._used() + len(self._running) + ahead < self._target
+
+    def _ask_ahead(self, sync_attrs: bool = True) -> _Held:
         trial = self._mem.ask(self._dists)
         mem_id = self._mem_storage.get_trial_id_from_study_id_trial_number(self._mem_sid, trial.number)
         stage = trial_stage(self._mem_storage.get_trial(mem_id))  # set by the sampler, or None
-        self._sync_study_attrs()
+        if sync_attrs:
+            self._sync_study_attrs()
         config = {**self._spec.fixed, **trial.params}
         key = pack_key(config, self._pack_kind or "")
         widths = pack_widths(config, self._pack_kind or "") or (0,)
