@@ -6,9 +6,10 @@ Usage (from the repo root)::
         [--asks 200] [--case-budget-s 20] [--tpe-cap-s 2.0] [--no-profile]
     python benchmarks/ask_cost.py --quick        # sizes 1000,10000, 50 asks: under a minute
 
-The coordinator (``tuner/execution/_coordinator.py``) samples against an in-memory Optuna study
-and holds its lock while it asks, so one ask's cost is how long every worker waits for its next
-trial. This benchmark builds that study exactly as ``Coordinator.__init__`` does: the spec
+The coordinator (``tuner/execution/_coordinator.py``) samples against an in-memory Optuna study.
+Random, grid and TPE asks run on its asker thread, off its lock, a few trials ahead of demand
+(``ask_blocking.py`` measures what that changed); coarse-to-fine and packs ask under the lock.
+Either way one ask's cost bounds how fast trials can be handed out. This benchmark builds that study exactly as ``Coordinator.__init__`` does: the spec
 ``search_spaces/digits_mlp.yaml`` (``tuner.load_spec``, with ``sampler.kind`` set to each kind
 and ``trials`` to N + the asks, as a study run to that size would have), ``dists =
 {name: to_distribution(param)}``, ``optuna.create_study(storage=InMemoryStorage(),
