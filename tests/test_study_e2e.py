@@ -56,6 +56,54 @@ def test_divergence_fails_the_trial_and_the_study_goes_on(sqlite_url: str) -> No
     assert failed[0].user_attrs["reason"] == "diverged"
 
 
+_VERSIONED = """
+import os
+
+from tuner.training import load_dataset
+from mypkg.helper import VERSION
+
+
+def fit(config, ctx):
+    data = load_dataset(ctx.dataset, ctx.device)
+    rows = data.x_train.shape[0] + data.x_val.shape[0]
+    return {"val_loss": float(rows), "version": VERSION, "pid": os.getpid()}
+"""
+
+
+def test_warm_workers_train_the_code_and_data_as_they_are_now(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sqlite_url: str) -> None:
+    """Workers kept warm between studies (one Python session here; `tuner up` likewise) must not
+    go on with the code and data files of the study before once the user has edited them."""
+    pkg = tmp_path / "mypkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "train.py").write_text(_VERSIONED)
+    (pkg / "helper.py").write_text("VERSION = 1\n")
+    data = tmp_path / "data.csv"
+    data.write_text("a,y\n" + "".join(f"{i},{i % 2}\n" for i in range(20)))
+    monkeypatch.chdir(tmp_path)
+
+    def study(n_rows: int, version: int) -> set[int]:
+        spec = {"study": f"warm-{uuid.uuid4().hex[:6]}", "trainable": "mypkg.train:fit",
+                "dataset": {"name": f"csv:{data}", "target": "y"},
+                "objective": {"metric": "val_loss", "direction": "minimize"}, "trials": 4,
+                "epochs": 1, "resources": {"workers": 2},
+                "params": {"x": {"type": "float", "low": 0, "high": 1}}}
+        tuner.submit(spec, storage=sqlite_url)
+        stored = tuner.load_study(spec["study"], sqlite_url)
+        trials = [stored.trial(t.number) for t in stored.trials()]  # with their user attributes
+        assert [(t.state, t.value, t.user_attrs["version"]) for t in trials] == \
+            [("COMPLETE", float(n_rows), version)] * 4
+        return {t.user_attrs["pid"] for t in trials}
+
+    first = study(20, 1)
+    # The user edits a helper module their trainable imports, and their data file.
+    (pkg / "helper.py").write_text("VERSION = 2  # edited\n")
+    data.write_text("a,y\n" + "".join(f"{i},{i % 2}\n" for i in range(30)))
+    second = study(30, 2)
+    assert first & second, "the second study ran on new workers: nothing warm was tested"
+
+
 def test_custom_trainable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sqlite_url: str) -> None:
     pkg = tmp_path / "mypkg"
     pkg.mkdir()

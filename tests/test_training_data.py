@@ -254,3 +254,48 @@ def test_user_files_are_never_cached(tmp_path, monkeypatch):
     assert not (tmp_path / "cache").exists()
     assert not torch.equal(first.x_train, second.x_train) or not torch.equal(first.x_val, second.x_val)
     clear_dataset_cache()
+
+
+def test_a_changed_user_file_is_loaded_again_only_when_asked(tmp_path: Path) -> None:
+    """Within a study a worker keeps the set it loaded; when the next study starts,
+    ``drop_changed_datasets`` forgets sets whose file changed, and only those."""
+    from tuner.training import drop_changed_datasets
+
+    clear_dataset_cache()
+    csv = tmp_path / "d.csv"
+    csv.write_text("a,y\n" + "".join(f"{i},{i % 2}\n" for i in range(20)))
+    spec = {"name": f"csv:{csv}", "target": "y"}
+    first = load_dataset(spec, "cpu")
+    digits = load_dataset({"name": "digits"}, "cpu")
+    assert drop_changed_datasets() == [] and load_dataset(spec, "cpu") is first
+    csv.write_text("a,y\n" + "".join(f"{i},{i % 2}\n" for i in range(30)))
+    assert load_dataset(spec, "cpu") is first  # not reloaded behind a running study's back
+    assert drop_changed_datasets() == [f"csv:{csv}"]
+    again = load_dataset(spec, "cpu")
+    assert again.x_train.shape[0] + again.x_val.shape[0] == 30
+    assert load_dataset({"name": "digits"}, "cpu") is digits  # bundled sets never change
+
+
+def test_a_changed_trainable_module_is_imported_again(tmp_path: Path, monkeypatch) -> None:
+    from tuner.training import forget_changed_modules, resolve_trainable
+
+    pkg = tmp_path / "edited_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "consts.py").write_text("VALUE = 1\n")
+    (pkg / "train.py").write_text("from edited_pkg.consts import VALUE\n\ndef fit(config, ctx):\n"
+                                  "    return float(VALUE)\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        assert resolve_trainable("edited_pkg.train:fit")({}, None) == 1.0
+        assert forget_changed_modules() == []  # nothing changed: nothing is imported again
+        (pkg / "consts.py").write_text("VALUE = 2  # edited\n")
+        assert forget_changed_modules() == ["edited_pkg", "edited_pkg.consts", "edited_pkg.train"]
+        assert resolve_trainable("edited_pkg.train:fit")({}, None) == 2.0
+    finally:
+        from tuner.training import _resolve
+
+        for name in [n for n in sys.modules if n.startswith("edited_pkg")]:
+            del sys.modules[name]
+            _resolve._user_modules.pop(name, None)

@@ -72,8 +72,13 @@ class TrialWorker:
         self._pack = 1
 
     def prepare(self, spec: StudySpec) -> None:
-        """Import the trainable and load the dataset onto the device before the first trial."""
-        if spec == self._spec:
+        """Import the trainable and load the dataset onto the device before the first trial.
+
+        Called when each study starts. A worker kept warm from an earlier study first drops the
+        user's modules and data files that changed on disk since it loaded them: the study
+        trains the code and data as they are now, not as they were for the study before."""
+        changed = training.forget_changed_modules() + training.drop_changed_datasets()
+        if spec == self._spec and not changed:
             return
         self._fn = training.resolve_trainable(spec.trainable)
         if spec.dataset is not None and spec.trainable.startswith("builtin:"):

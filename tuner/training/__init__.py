@@ -16,12 +16,12 @@ import lazy_loader as lazy
 # What a trainable's author uses; the rest (key sets, metric names) stays in the modules.
 _EXPORTS = {
     "_context": ["TrialContext"],
-    "_resolve": ["Trainable", "resolve_trainable"],
+    "_resolve": ["Trainable", "resolve_trainable", "forget_changed_modules"],
     "_trainer": ["fit_mlp", "fit_cnn"],
     "_mlp": ["build_mlp"],
     "_cnn": ["build_cnn"],
     "_optim": ["OPTIMIZERS", "LR_DECAYS", "build_optimizer", "build_scheduler"],
-    "_data": ["Dataset", "load_dataset", "clear_dataset_cache"],
+    "_data": ["Dataset", "load_dataset", "clear_dataset_cache", "drop_changed_datasets"],
     "_sources": ["DATASET_NAMES"],
     "_checks": ["BUILTIN_NAMES", "check_study", "check_dataset_spec"],
 }

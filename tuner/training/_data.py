@@ -22,12 +22,14 @@ from tuner._errors import SpecError
 from tuner.spec import DatasetSpec, parse_dataset
 from tuner.training._checks import check_dataset_spec
 from tuner.training._disk_cache import read_arrays, write_arrays
-from tuner.training._sources import DATASET_NAMES, is_user_file, read_raw
+from tuner.training._sources import DATASET_NAMES, is_user_file, read_raw, user_file
 
-__all__ = ["Dataset", "DATASET_NAMES", "load_dataset", "check_dataset_spec", "clear_dataset_cache"]
+__all__ = ["Dataset", "DATASET_NAMES", "load_dataset", "check_dataset_spec", "clear_dataset_cache",
+           "drop_changed_datasets"]
 
 _cache: dict[str, Dataset] = {}  # the validated spec (and device) -> its dataset
 _canonical_keys: dict[str, str] = {}  # a spec as given -> the validated spec, validated once
+_stamps: dict[str, tuple[int, int] | None] = {}  # cache key of a user file's set -> its file's stamp
 _cache_lock = threading.Lock()
 
 
@@ -166,8 +168,40 @@ def load_dataset(spec: DatasetSpec | Mapping[str, Any], device: torch.device) ->
         key = full + "|" + str(device)
         cached = _cache.get(key)
         if cached is None:
-            cached = _cache[key] = _build(json.loads(full), device, full)
+            spec_dict = json.loads(full)
+            stamp = _stamp(spec_dict["name"])  # before reading: a write meanwhile shows as a change
+            cached = _cache[key] = _build(spec_dict, device, full)
+            if is_user_file(spec_dict["name"]):
+                _stamps[key] = stamp
     return cached
+
+
+def drop_changed_datasets() -> list[str]:
+    """Forget the cached sets of ``csv:``/``npz:``/``parquet:`` files that changed on disk since
+    they were loaded (size or modification time); returns their names. A long-lived worker calls
+    this when a study starts, so that the study trains on the file as it is now, while the
+    trials of one study all see the same data."""
+    with _cache_lock:
+        changed = [key for key, stamp in _stamps.items()
+                   if _stamp(json.loads(key.rsplit("|", 1)[0])["name"]) != stamp]
+        names = []
+        for key in changed:
+            dataset = _cache.pop(key, None)
+            del _stamps[key]
+            if dataset is not None:
+                names.append(dataset.name)
+        return names
+
+
+def _stamp(name: str) -> tuple[int, int] | None:
+    path = user_file(name)
+    if path is None:
+        return None
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
 
 
 def _canonical(device: torch.device) -> torch.device:
@@ -182,3 +216,4 @@ def clear_dataset_cache() -> None:
     with _cache_lock:
         _cache.clear()
         _canonical_keys.clear()
+        _stamps.clear()

@@ -18,7 +18,7 @@ from tuner._errors import TrainableError
 from tuner.training._context import TrialContext
 from tuner.training._trainer import fit_cnn, fit_mlp
 
-__all__ = ["BUILTIN_TRAINABLES", "Trainable", "resolve_trainable"]
+__all__ = ["BUILTIN_TRAINABLES", "Trainable", "resolve_trainable", "forget_changed_modules"]
 
 Trainable = Callable[[dict[str, Any], TrialContext], "float | dict[str, float]"]
 
@@ -32,12 +32,61 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+_user_modules: dict[str, tuple[str, int | None]] = {}
+"""Modules a user trainable's import brought in from outside the Python environment (the user's
+own code): name -> (file, modification time when imported)."""
+
+
+def forget_changed_modules() -> list[str]:
+    """If a source file of the user's imported modules changed since it was imported, drop all
+    of them from ``sys.modules`` (a changed helper must not run beside its old caller), so that
+    the next :func:`resolve_trainable` imports the code as it is now. Returns the dropped names.
+
+    A warm worker (``tuner up``, or a second ``tuner.submit`` in one session) calls this when a
+    study starts: without it, it would go on training with the code of the study before."""
+    if not any(_mtime(file) != mtime for file, mtime in _user_modules.values()):
+        return []
+    names = sorted(_user_modules)
+    for name in names:
+        sys.modules.pop(name, None)
+    _user_modules.clear()
+    importlib.invalidate_caches()
+    return names
+
+
+def _mtime(file: str) -> int | None:
+    try:
+        return os.stat(file).st_mtime_ns
+    except OSError:
+        return None
+
+
+def _environment_dirs() -> tuple[str, ...]:
+    """Where installed code lives (the interpreter's prefixes and site-packages, and tuner)."""
+    import site
+
+    dirs = {sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages(),
+            site.getusersitepackages(), os.path.dirname(os.path.dirname(__file__))}
+    return tuple(os.path.join(os.path.realpath(d), "") for d in dirs if d)
+
+
+def _remember(names: set[str]) -> None:
+    installed = _environment_dirs()
+    for name in names:
+        file = getattr(sys.modules.get(name), "__file__", None)
+        if file and not os.path.realpath(file).startswith(installed):
+            _user_modules[name] = (file, _mtime(file))
+
+
 def _import(module_name: str) -> Any:
     cwd = os.getcwd()
     if cwd not in sys.path:  # `tuner run` from a project folder should find its modules
         sys.path.insert(0, cwd)
+    before = set(sys.modules)
     try:
-        return importlib.import_module(module_name)
+        module = importlib.import_module(module_name)
+        _remember(set(sys.modules) - before)
+        return module
     except ModuleNotFoundError as e:
         missing = e.name or ""
         if missing == module_name or module_name.startswith(missing + "."):

@@ -76,7 +76,13 @@ def _shown(path: Path) -> str:
 
 def is_user_file(name: object) -> bool:
     """``csv:``/``npz:``/``parquet:`` names: data that can change under the same name."""
-    return _split_name(name)[1] is not None
+    return user_file(name) is not None
+
+
+def user_file(name: object) -> Path | None:
+    """The file a ``csv:``/``npz:``/``parquet:`` name reads (as opened: relative to the working
+    directory); None for bundled and synthetic sets."""
+    return _split_name(name)[1]
 
 
 def _split_name(name: object) -> tuple[str, Path | None]:
