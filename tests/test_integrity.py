@@ -100,12 +100,15 @@ def test_divergence_and_two_call_epochs(storage_url: str, tmp_path: Path,
 
 
 @pytest.mark.usefixtures("ray_session")
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
 def test_plain_optuna_process_beside_a_running_study(storage_url: str, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     sampler: str) -> None:
     """A plain Optuna process enqueues 3 trials and runs ``study.optimize(n_trials=10)`` on the
     study while tuner runs 40: 50 + 3 outcomes, every number once, Optuna sees them all, each
     enqueued configuration runs exactly once (whoever claims it), and tuner's budget counts only
-    its own 40."""
+    its own 40. Both samplers ask off the coordinator's lock, ahead of the workers (TPE's asks
+    also read the other writer's trials)."""
     monkeypatch.chdir(tmp_path)
     trainable = _module(tmp_path, """
         import time
@@ -115,7 +118,8 @@ def test_plain_optuna_process_beside_a_running_study(storage_url: str, tmp_path:
             return config["lr"]
     """)
     spec = small_spec(trials=40, epochs=1, trainable=trainable, dataset=None, params={"lr": LR},
-                      fixed={}, objective={"metric": "val_loss", "direction": "minimize"})
+                      fixed={}, objective={"metric": "val_loss", "direction": "minimize"},
+                      sampler={"kind": sampler, "seed": 0})
     name = spec["study"]
     plain = tmp_path / "plain.py"
     plain.write_text(textwrap.dedent(f"""
