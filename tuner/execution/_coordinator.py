@@ -533,10 +533,11 @@ class Coordinator:
         size = len(claimed) + len(fresh)
         if not size:
             return []
-        pack_id = f"{self._run_tag}-p{next(self._packs)}"
-        for held in [h for h, _, _ in claimed] + fresh:
-            held.trial.set_user_attr("pack_size", size)
-            held.trial.set_user_attr("pack_id", pack_id)
+        if self._asker is None:  # a packing study (the asker's single trials are no packs)
+            pack_id = f"{self._run_tag}-p{next(self._packs)}"
+            for held in [h for h, _, _ in claimed] + fresh:
+                held.trial.set_user_attr("pack_size", size)
+                held.trial.set_user_attr("pack_id", pack_id)
         news = []
         for held in fresh:
             frozen, tag = self._mem_storage.get_trial(held.mem_id), self._tag()
