@@ -170,6 +170,7 @@ class _Gated(optuna.samplers.BaseSampler):
 
     def __init__(self, inner: optuna.samplers.BaseSampler) -> None:
         self.inner, self.gate, self.asking = inner, threading.Event(), threading.Event()
+        self.error: Exception | None = None  # raised by draws once the gate opens
 
     def infer_relative_search_space(self, study, trial):  # type: ignore[no-untyped-def]
         return self.inner.infer_relative_search_space(study, trial)
@@ -180,6 +181,8 @@ class _Gated(optuna.samplers.BaseSampler):
     def sample_independent(self, study, trial, name, distribution):  # type: ignore[no-untyped-def]
         self.asking.set()
         assert self.gate.wait(60), "the test never opened the gate"
+        if self.error is not None:
+            raise self.error
         return self.inner.sample_independent(study, trial, name, distribution)
 
 
@@ -251,3 +254,19 @@ def test_a_trial_asked_while_the_study_stops_never_reaches_the_database(
     assert [(t.number, t.state.name) for t in trials] == [(0, "FAIL"), (1, "WAITING")]
     assert trials[0].user_attrs["reason"] == "interrupted" and trials[1].params == {}
     assert trials[1].system_attrs["fixed_params"] == FIXED
+
+
+def test_a_sampler_that_raises_on_the_asker_reaches_the_waiting_worker(
+        sqlite_url: str, gated: list[_Gated]) -> None:
+    """An ask fails on the asker thread (a sampler bug): the worker waiting for that trial gets
+    the error, as it did when it asked itself, instead of waiting for ever."""
+    spec = small_spec(trials=3, resources={"workers": 1, "cpus_per_trial": 1})
+    c = open_coordinator(spec, sqlite_url)
+    (sampler,) = gated
+    sampler.error = RuntimeError("sampler bug")
+    sampler.gate.set()
+    with pytest.raises(RuntimeError, match="sampler bug"):
+        c.next_trial("w0")
+    c.stop()
+    c.close()
+    assert optuna.load_study(study_name=spec["study"], storage=sqlite_url).trials == []
