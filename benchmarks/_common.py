@@ -139,7 +139,8 @@ def quantiles(xs: list[float]) -> dict[str, float] | None:
         return None
     xs = sorted(xs)
     return {"min": xs[0], "median": statistics.median(xs), "p95": xs[int(0.95 * (len(xs) - 1))],
-            "max": xs[-1], "mean": statistics.fmean(xs)}
+            "p99": xs[int(0.99 * (len(xs) - 1))], "max": xs[-1], "mean": statistics.fmean(xs),
+            "n": len(xs)}
 
 
 def fmt(x: Any, spec: str = ".1f") -> str:

@@ -35,7 +35,6 @@ import datetime as dt
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import threading
@@ -47,18 +46,13 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import quantiles  # noqa: E402
 from ask_cost import make_trials  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "search_spaces" / "digits_mlp.yaml"
 OUT = ROOT / "benchmarks" / "results"
 EPOCHS = 10
-
-
-def _q(xs: list[float]) -> dict[str, float]:
-    xs = sorted(xs)
-    return {"n": len(xs), "median": statistics.median(xs), "p99": xs[min(len(xs) - 1, int(0.99 * len(xs)))],
-            "max": xs[-1]}
 
 
 def run_case(n: int, variant: str, rounds: int, workers: int, folder: Path) -> dict[str, Any]:
@@ -142,11 +136,12 @@ def run_case(n: int, variant: str, rounds: int, workers: int, folder: Path) -> d
         Coordinator._ask_ahead = original  # type: ignore[method-assign]
     timed = asks[1:] or asks  # the first ask ran before the study was filled
     return {"n": n, "variant": variant, "trials": final["complete"] + final["pruned"],
-            "target": target, "wall_s": wall, "ask_ms": _ms(_q(timed)),
-            "report_ms": _ms(_q(reports)), "progress_ms": _ms(_q(polls))}
+            "target": target, "wall_s": wall, "ask_ms": _ms(timed),
+            "report_ms": _ms(reports), "progress_ms": _ms(polls)}
 
 
-def _ms(q: dict[str, float]) -> dict[str, float]:
+def _ms(seconds: list[float]) -> dict[str, float]:
+    q = quantiles(seconds) or {}
     return {k: (v if k == "n" else 1000 * v) for k, v in q.items()}
 
 

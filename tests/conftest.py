@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 import torch
@@ -110,6 +111,23 @@ def open_coordinator(spec: dict, url: str, *, resume: bool = False, **kw: object
     from tuner.spec import parse_spec
 
     return Coordinator(parse_spec(spec), url, run=run, resume=resume, **kw)
+
+
+def wait_until(what: str, cond: Callable[[], Any], timeout: float = 300.0, every: float = 0.5,
+               ignore: tuple[type[BaseException], ...] = ()) -> Any:
+    """Poll ``cond`` until it returns something true (returned), failing the test after
+    ``timeout`` seconds with ``what`` in the message; exceptions in ``ignore`` count as false.
+    A synchronisation point, not a timing assertion: the timeout only ends a hung test."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = cond()
+        except ignore:
+            value = None
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def small_spec(name: str | None = None, **over: object) -> dict:

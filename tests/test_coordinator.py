@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import optuna
 import pytest
 
-from tests.conftest import open_coordinator, small_spec
+from tests.conftest import open_coordinator, small_spec, wait_until
 from tuner import StudyExistsError, load_study
 from tuner.execution import Coordinator, TrialResult
 from tuner.execution import _coordinator as coordinator_module
@@ -200,13 +199,6 @@ def gated(monkeypatch: pytest.MonkeyPatch) -> list[_Gated]:
     return made
 
 
-def _until(what: str, check, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
 FIXED = {"lr": 0.01, "batch_size": 64, "layers": 1}
 
 
@@ -224,7 +216,7 @@ def test_a_slow_ask_delays_no_result_and_no_report(sqlite_url: str, gated: list[
         r = _result(a, 0.8)
         r.reported = True
         nxt = pool.submit(c.next_trial, "w0", r)
-        _until("the result to be recorded", lambda: c.progress()["complete"] == 1)
+        wait_until("the result to be recorded", lambda: c.progress()["complete"] == 1, 30, 0.02)
         assert not nxt.done()  # ...while the worker waits for its next trial, off the lock
         sampler.gate.set()
         b = nxt.result(timeout=30)
@@ -247,7 +239,7 @@ def test_a_trial_asked_while_the_study_stops_never_reaches_the_database(
     assert sampler.asking.wait(30)
     c.stop()  # trial 0 fails "interrupted" (and is queued for resume); trial 1 is being asked
     sampler.gate.set()
-    _until("the asker to finish its ask", lambda: c._asking == 0)
+    wait_until("the asker to finish its ask", lambda: c._asking == 0, 30, 0.02)
     assert c.next_trial("w0") is None
     c.close()
     trials = optuna.load_study(study_name=spec["study"], storage=sqlite_url).trials

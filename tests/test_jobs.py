@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import pytest
 import yaml
-from conftest import small_spec
+from conftest import small_spec, wait_until
 from typer.testing import CliRunner
 
 import tuner
@@ -37,16 +37,7 @@ def _free_cpus() -> None:
 
 
 def _wait(what: str, cond: Callable[[], Any], timeout: float = 300.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = cond()
-        except tuner.StudyNotFoundError:
-            value = None
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_until(what, cond, timeout, ignore=(tuner.StudyNotFoundError,))
 
 
 def _job_status(address: str, job_id: str) -> str:

@@ -433,6 +433,7 @@ class Coordinator:
         while (members is None and len(self._held) < ahead and not self._stage_ends()
                and self._used() + len(self._running) + len(self._held) < self._target):
             held = self._ask_ahead()
+            self._sync_study_attrs()  # the sampler may have stored a box (coarse-to-fine)
             if held.group is None:  # cannot be packed: it runs alone, now
                 return [held]
             self._held.append(held)
@@ -474,7 +475,7 @@ class Coordinator:
                     return
                 self._asking += 1
             try:
-                held = self._ask_ahead(sync_attrs=False)
+                held = self._ask_ahead()
             except BaseException as e:  # noqa: BLE001 - handed to the workers that wait for it
                 with self._cond:
                     self._asking -= 1
@@ -499,12 +500,12 @@ class Coordinator:
         return ahead < self._ahead and \
             self._used() + len(self._running) + ahead < self._target
 
-    def _ask_ahead(self, sync_attrs: bool = True) -> _Held:
+    def _ask_ahead(self) -> _Held:
+        """Ask the sampler for one trial, held in memory only. Touches nothing but the in-memory
+        study, so the asker runs it off the lock; callers persist study attributes under it."""
         trial = self._mem.ask(self._dists)
         mem_id = self._mem_storage.get_trial_id_from_study_id_trial_number(self._mem_sid, trial.number)
         stage = trial_stage(self._mem_storage.get_trial(mem_id))  # set by the sampler, or None
-        if sync_attrs:
-            self._sync_study_attrs()
         config = {**self._spec.fixed, **trial.params}
         key = pack_key(config, self._pack_kind or "")
         widths = pack_widths(config, self._pack_kind or "") or (0,)

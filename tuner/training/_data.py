@@ -29,7 +29,7 @@ __all__ = ["Dataset", "DATASET_NAMES", "load_dataset", "check_dataset_spec", "cl
 
 _cache: dict[str, Dataset] = {}  # the validated spec (and device) -> its dataset
 _canonical_keys: dict[str, str] = {}  # a spec as given -> the validated spec, validated once
-_stamps: dict[str, tuple[int, int] | None] = {}  # cache key of a user file's set -> its file's stamp
+_stamps: dict[str, tuple[str, tuple[int, int] | None]] = {}  # key of a user file's set -> (name, stamp)
 _cache_lock = threading.Lock()
 
 
@@ -169,10 +169,11 @@ def load_dataset(spec: DatasetSpec | Mapping[str, Any], device: torch.device) ->
         cached = _cache.get(key)
         if cached is None:
             spec_dict = json.loads(full)
-            stamp = _stamp(spec_dict["name"])  # before reading: a write meanwhile shows as a change
+            name = spec_dict["name"]
+            stamp = _stamp(name)  # before reading: a write meanwhile shows as a change
             cached = _cache[key] = _build(spec_dict, device, full)
-            if is_user_file(spec_dict["name"]):
-                _stamps[key] = stamp
+            if is_user_file(name):
+                _stamps[key] = (name, stamp)
     return cached
 
 
@@ -182,14 +183,10 @@ def drop_changed_datasets() -> list[str]:
     this when a study starts, so that the study trains on the file as it is now, while the
     trials of one study all see the same data."""
     with _cache_lock:
-        changed = [key for key, stamp in _stamps.items()
-                   if _stamp(json.loads(key.rsplit("|", 1)[0])["name"]) != stamp]
-        names = []
+        changed = [key for key, (name, stamp) in _stamps.items() if _stamp(name) != stamp]
+        names = [_stamps.pop(key)[0] for key in changed]
         for key in changed:
-            dataset = _cache.pop(key, None)
-            del _stamps[key]
-            if dataset is not None:
-                names.append(dataset.name)
+            _cache.pop(key, None)
         return names
 
 
