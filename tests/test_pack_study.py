@@ -151,11 +151,68 @@ def _constant(config: dict[str, Any], ctx: Any) -> float:
     return 0.5
 
 
-def test_pack_auto_picks_a_size_on_this_device() -> None:
+def test_pack_auto_is_the_default_and_picks_a_size_on_this_device(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tuner.execution import _worker as worker_module
+    from tuner.training import _packed
+
+    probes: list[dict[str, Any]] = []
+    real = _packed.probe_pack_size
+
+    def counted(config: Any, *args: Any, **kwargs: Any) -> int:
+        probes.append(dict(config))
+        return real(config, *args, **kwargs)
+
+    monkeypatch.setattr(_packed, "probe_pack_size", counted)
+    monkeypatch.setattr(worker_module, "_PROBED", {})
     spec = _packed_spec()
+    del spec["resources"]["pack"]
+    assert parse_spec(spec).resources.pack == "auto"
+    worker = _worker(spec)
+    assert worker._pack in (1, 2, 4, 8, 16, 32, 64) and len(probes) == 1
+    # a warm worker's next study of the same shape (another name, trial count) reuses the probe
+    worker.prepare(parse_spec({**spec, "study": spec["study"] + "-2", "trials": 20}))
+    assert len(probes) == 1
+    # a study of another shape probes again, with its own typical member
+    worker.prepare(parse_spec({**spec, "fixed": {"optimizer": "sgd"}}))
+    assert len(probes) == 2 and probes[1]["optimizer"] == "sgd"
+    # fewer than two trials per worker: nothing to pack, no probe
+    assert _worker({**spec, "study": "small", "trials": 3})._pack == 1 and len(probes) == 2
+
+
+def test_under_auto_the_first_worker_decides_whether_the_study_packs(sqlite_url: str) -> None:
+    """``pack: auto`` lets each worker's probe pick its size. The first worker to ask fixes the
+    study's mode: one that asks for single trials starts the off-lock asker, and a worker asking
+    for packs later gets single trials too (no pack attributes); one that asks for a pack makes
+    the study pack."""
+    spec = _packed_spec(trials=6)
     spec["resources"]["pack"] = "auto"
-    size = _worker(spec)._pack
-    assert size in (1, 2, 4, 8, 16, 32, 64)
+    single_first = open_coordinator(spec, sqlite_url)
+    try:
+        assert single_first._asker is None and single_first._packing is None
+        first = single_first.next_trial("w0")
+        assert first is not None and single_first._packing is False
+        assert single_first._asker is not None and single_first._asker.is_alive()
+        later = single_first.next_pack("w1", None, 4)
+        assert len(later) == 1
+    finally:
+        single_first.stop()
+        single_first.close()
+    packed_first = open_coordinator({**spec, "study": spec["study"] + "-p"}, sqlite_url)
+    try:
+        pack = packed_first.next_pack("w0", None, 4)
+        assert len(pack) > 1 and packed_first._packing is True and packed_first._asker is None
+    finally:
+        packed_first.stop()
+        packed_first.close()
+    trials = {t.number: t for t in _attrs(sqlite_url, spec["study"])}
+    assert {first.number, later[0].number} <= set(trials)
+    assert all("pack_size" not in t.user_attrs for t in trials.values())
+    members = {a.number for a in pack}  # (the stop queued their params again, as WAITING trials)
+    packed = [t for t in _attrs(sqlite_url, spec["study"] + "-p") if t.number in members]
+    assert len(packed) == len(pack)
+    assert {(t.user_attrs["pack_size"], t.user_attrs["pack_id"]) for t in packed} == \
+        {(len(pack), packed[0].user_attrs["pack_id"])}
 
 
 # --- real studies on Ray ------------------------------------------------------------------------

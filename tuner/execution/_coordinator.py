@@ -19,7 +19,8 @@ that failed for reasons outside it (``tuner._reasons.INFRA_REASONS``) is marked 
 reason and its params are queued again, so the study ends with exactly ``trials`` outcomes.
 Trials run by other writers never use tuner's budget.
 
-Packs (``resources.pack`` > 1, built-in trainables only): :meth:`Coordinator.next_pack` asks
+Packs (``resources.pack`` > 1 or ``auto``, built-in trainables only; the first worker to ask
+decides whether the study packs): :meth:`Coordinator.next_pack` asks
 ahead, holds the asked trials in memory only (RUNNING there, so TPE's constant liar sees them;
 nothing in the database yet, and they count against the budget), groups them by
 ``tuner.training._pack_key.pack_key`` (and the coarse-to-fine stage, so a pack never spans a
@@ -218,15 +219,18 @@ class Coordinator:
         # Off-lock asks: samplers whose draws open no stages, one trial per worker at a time.
         self._ahead = 1 if self._spec.sampler.kind == "tpe" else min(max(1, spec.resources.workers), 8)
         self._asker: threading.Thread | None = None
-        if (next_stage(self._sampler, self._mem) is None
-                and (self._pack_kind is None or self._spec.resources.pack == 1)):
-            self._asker = threading.Thread(target=self._ask_loop, name="tuner-ask", daemon=True)
-            self._asker.start()
+        # Packing or not: decided by the first worker that asks (see _decide), since with
+        # `pack: auto` only a worker's probe of its device knows. False: trials run one at a time.
+        self._packing: bool | None = None
+        if self._pack_kind is None or self._spec.resources.pack == 1:
+            self._decide(packing=False)
 
     # --- protocol ----------------------------------------------------------------------------
     def next_trial(self, worker: str, result: TrialResult | None = None) -> Assignment | None:
         """Record ``result`` (if any) and give ``worker`` its next trial, or None when done."""
         with self._cond:
+            if self._packing is None:
+                self._decide(packing=False)
             if result is not None:
                 self._finish(result)
                 self._cond.notify_all()  # a re-queued trial or a freed slot: the asker goes on
@@ -262,7 +266,9 @@ class Coordinator:
         with self._lock:
             for result in results or []:
                 self._finish(result)
-            if size <= 1 or self._pack_kind is None:
+            if self._packing is None:
+                self._decide(packing=size > 1)
+            if size <= 1 or not self._packing:
                 assignment = self.next_trial(worker)
                 return [] if assignment is None else [assignment]
             while not (self._stopping or self._fatal):
@@ -415,6 +421,17 @@ class Coordinator:
         return f"{self._run_tag}-{next(self._seq)}"
 
     # --- packs ------------------------------------------------------------------------------------
+    def _decide(self, packing: bool) -> None:
+        """Fix the study's mode once, under the lock (or in ``__init__``): the first worker to
+        ask decides it (its ``pack: auto`` probe, or ``pack: N``). Packing: packs are asked
+        under the lock (their asks form the groups) and a worker that asks for one trial gets
+        one the same way. Not packing: an asker thread keeps trials asked ahead off the lock
+        (for samplers without stages), and a worker asking for a pack gets one trial."""
+        self._packing = packing
+        if not packing and self._asker is None and next_stage(self._sampler, self._mem) is None:
+            self._asker = threading.Thread(target=self._ask_loop, name="tuner-ask", daemon=True)
+            self._asker.start()
+
     def _pick(self, size: int) -> list[_Held]:
         """Ask ahead until one group holds ``size`` trials of similar width (or no more may be
         asked), then take them: up to ``size`` members from the narrowest of its group within
@@ -534,7 +551,7 @@ class Coordinator:
         size = len(claimed) + len(fresh)
         if not size:
             return []
-        if self._asker is None:  # a packing study (the asker's single trials are no packs)
+        if self._packing:  # (a study that does not pack runs no packs, even of one)
             pack_id = f"{self._run_tag}-p{next(self._packs)}"
             for held in [h for h, _, _ in claimed] + fresh:
                 held.trial.set_user_attr("pack_size", size)

@@ -11,6 +11,7 @@ pack of one, and ``pack: 1``, run the single-trial path unchanged.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import socket
@@ -87,23 +88,34 @@ class TrialWorker:
         self._pack = self._pack_size(spec)
 
     def _pack_size(self, spec: StudySpec) -> int:
-        """``resources.pack``: 1 for user trainables; ``auto`` probes this device (a few tenths
-        of a second on CPU) with a typical member (see ``_probe_config``)."""
+        """``resources.pack``: 1 for user trainables; ``auto`` (the default) probes this device
+        (about half a second on CPU) with a typical member (see ``_probe_config``), once per
+        process for a given member, device and data set: a warm worker's next study of the same
+        shape starts at once. A study with fewer than two trials per worker has nothing to pack
+        and skips the probe."""
         kind = spec.trainable.removeprefix("builtin:")
         if not spec.trainable.startswith("builtin:") or kind not in PACKABLE_KINDS \
                 or spec.dataset is None:
             return 1
         if spec.resources.pack != "auto":
             return int(spec.resources.pack)
-        from tuner.training._packed import probe_pack_size
-
-        ctx = training.TrialContext(device=self._device, epochs=spec.epochs,
-                           objective_metric=spec.objective.metric,
-                           direction=spec.objective.direction, dataset=spec.dataset.model_dump())
-        try:
-            return probe_pack_size(_probe_config(spec), ctx, kind)
-        except Exception:  # noqa: BLE001 - a config the trainer refuses: trials fail alone, as today
+        if spec.trials < 2 * spec.resources.workers:
             return 1
+        config = _probe_config(spec)
+        dataset = spec.dataset.model_dump()
+        key = json.dumps([kind, config, dataset, self._device, spec.objective.metric],
+                         sort_keys=True, default=str)
+        if key not in _PROBED:
+            from tuner.training._packed import probe_pack_size
+
+            ctx = training.TrialContext(device=self._device, epochs=spec.epochs,
+                                        objective_metric=spec.objective.metric,
+                                        direction=spec.objective.direction, dataset=dataset)
+            try:
+                _PROBED[key] = probe_pack_size(config, ctx, kind)
+            except Exception:  # noqa: BLE001 - a config the trainer refuses: trials fail alone
+                _PROBED[key] = 1
+        return _PROBED[key]
 
     def run(self, coordinator: Any, spec: StudySpec, worker_id: str) -> int:
         """Pull-train-push loop; returns how many trials this worker ran."""
@@ -208,6 +220,7 @@ def _replay(outcome: Any) -> Any:
 
 
 _WIDTH_KEYS = ("hidden_units", "channels")
+_PROBED: dict[str, int] = {}  # pack: auto's probe results in this process (see _pack_size)
 
 
 def _probe_config(spec: StudySpec) -> dict[str, Any]:

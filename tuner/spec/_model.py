@@ -180,10 +180,11 @@ class ResourcesSpec(StrictModel):
     cpus_per_trial: float = Field(default=1, ge=_RAY_UNIT, le=1_000_000)
     gpus_per_trial: float = Field(default=0, ge=0, le=1_000_000)
     pack: Literal["auto"] | Annotated[int, Field(ge=1, le=1024)] = Field(
-        default=1,
-        description="builtin:mlp/cnn: trials a worker trains at once as one fused model (1: one "
-                    "at a time; auto: the size that trains fastest on the worker's device, "
-                    "within its memory); user trainables always run one at a time")
+        default="auto",
+        description="builtin:mlp/cnn: trials a worker trains at once as one fused model (auto, "
+                    "the default: the size that trains fastest on the worker's device, within "
+                    "its memory, 1 where packing does not pay; N: packs of up to N; 1: one at a "
+                    "time); user trainables always run one at a time")
 
     @field_validator("pack", mode="before")
     @classmethod
