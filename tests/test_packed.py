@@ -8,6 +8,7 @@ Every equivalence test trains the same configs and seeds twice, alone with ``fit
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -312,5 +313,23 @@ def test_probe_pack_size_is_a_candidate_within_the_memory_cap() -> None:
     net, opt = _build([member], "mlp", torch.device("cpu"))
     one = _pack_bytes(net, 1, member.batch_size, member.data, len(opt.state))
     assert probe_pack_size(config, ctx, candidates=(1, 2, 4), max_bytes=one + 1) == 1
+    # a worker's share of the device bounds it too: next to many others, it packs nothing
+    assert probe_pack_size(config, ctx, candidates=(1, 2, 4), share=1e-12) == 1
     with pytest.raises(SpecError):
         probe_pack_size({"optimizer": "lbfgs"}, ctx)
+
+
+def test_a_worker_packs_within_its_share_of_the_device() -> None:
+    """Workers that split a device probe at once; each may fill only its share of it."""
+    from tuner.execution._worker import _device_share
+    from tuner.spec import parse_spec
+
+    def share(device: str, **resources: float) -> float:
+        spec = parse_spec({"study": "s", "dataset": {"name": "digits"}, "resources": resources,
+                           "params": {"lr": {"type": "float", "low": 0.01, "high": 0.1}}})
+        return _device_share(spec, device)
+
+    assert share("cuda:0", gpus_per_trial=0.25) == 0.25
+    assert share("cuda:0", gpus_per_trial=2) == 1.0
+    assert share("cpu", cpus_per_trial=1) == pytest.approx(1 / (os.cpu_count() or 1))
+    assert share("cpu", cpus_per_trial=10_000) == 1.0

@@ -112,7 +112,8 @@ class TrialWorker:
                                         objective_metric=spec.objective.metric,
                                         direction=spec.objective.direction, dataset=dataset)
             try:
-                _PROBED[key] = probe_pack_size(config, ctx, kind)
+                _PROBED[key] = probe_pack_size(config, ctx, kind,
+                                               share=_device_share(spec, self._device))
             except Exception:  # noqa: BLE001 - a config the trainer refuses: trials fail alone
                 _PROBED[key] = 1
         return _PROBED[key]
@@ -221,6 +222,15 @@ def _replay(outcome: Any) -> Any:
 
 _WIDTH_KEYS = ("hidden_units", "channels")
 _PROBED: dict[str, int] = {}  # pack: auto's probe results in this process (see _pack_size)
+
+
+def _device_share(spec: StudySpec, device: torch.device | str) -> float:
+    """The part of its device a worker may fill with a pack: its GPU fraction (a worker with a
+    whole GPU or more trains on one), or its CPUs out of the host's on CPU. Ray puts as many
+    workers on a device as their shares allow, and they all probe at once."""
+    if str(device).startswith("cuda"):
+        return min(1.0, spec.resources.gpus_per_trial) or 1.0
+    return min(1.0, spec.resources.cpus_per_trial / (os.cpu_count() or 1))
 
 
 def _probe_config(spec: StudySpec) -> dict[str, Any]:

@@ -283,19 +283,25 @@ def _train(slots: list[_Member], kind: str) -> None:
 # -- resources.pack: auto ---------------------------------------------------------------------
 
 
-def _memory_limit(device: torch.device) -> int:
-    """Bytes a pack may use: 80% of the GPU's free memory, half the host's available memory."""
+def _memory_limit(device: torch.device, share: float = 1.0) -> int:
+    """Bytes a pack may use: 80% of this worker's share of the GPU (``share`` of its total
+    memory, at most what is free), or ``share`` of half the host's available memory. Workers
+    that split a device (``gpus_per_trial: 0.25``, several CPU workers on a host) probe at the
+    same time, and each must leave the others their part."""
+    share = min(1.0, max(share, 0.0))
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(0.8 * free)
+        free, total = torch.cuda.mem_get_info(device)
+        return int(0.8 * min(free, total * share))
+    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024 // 2
+                    available = int(line.split()[1]) * 1024
+                    break
     except OSError:
         pass
-    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")) // 2
+    return int(available / 2 * share)
 
 
 def _pack_bytes(net: PackedNet, p: int, batch_size: int, data: Dataset, n_state: int) -> int:
@@ -349,7 +355,8 @@ def _steps_per_s(member: _Member, p: int, kind: str, seconds: float) -> tuple[fl
 
 def probe_pack_size(config: Mapping[str, Any], ctx: TrialContext, kind: str = "mlp",
                     candidates: Sequence[int] = PROBE_SIZES, budget_s: float | None = None,
-                    max_bytes: int | None = None, min_gain: float = 0.1) -> int:
+                    max_bytes: int | None = None, min_gain: float = 0.1,
+                    share: float = 1.0) -> int:
     """``resources.pack: auto``: the pack size to use for trials shaped like ``config``.
 
     Measures training steps/s of packs of each size in ``candidates`` (ascending) on
@@ -357,8 +364,8 @@ def probe_pack_size(config: Mapping[str, Any], ctx: TrialContext, kind: str = "m
     returns the size with the best member-steps per second, stopping as soon as the next size
     gains less than ``min_gain`` over the best so far: past that point a bigger pack buys little
     speed and costs the sampler feedback (a pack's results arrive together). Sizes whose
-    estimated (on CUDA also measured) memory exceeds ``max_bytes`` (default: 80% of the GPU's
-    free memory, half the host's available memory) are not tried. ``budget_s`` (default 0.5 s
+    estimated (on CUDA also measured) memory exceeds ``max_bytes`` (default: this worker's
+    ``share`` of the device, see ``_memory_limit``) are not tried. ``budget_s`` (default 0.5 s
     on CPU, 3 s on CUDA) bounds the whole probe. A bad ``config`` raises its ``SpecError``.
     """
     sizes = sorted({int(c) for c in candidates if int(c) >= 1})
@@ -371,7 +378,7 @@ def probe_pack_size(config: Mapping[str, Any], ctx: TrialContext, kind: str = "m
     member = _setup(config, probe_ctx, kind)
     device = torch.device(ctx.device)
     budget = budget_s if budget_s is not None else (3.0 if device.type == "cuda" else 0.5)
-    limit = max_bytes if max_bytes is not None else _memory_limit(device)
+    limit = max_bytes if max_bytes is not None else _memory_limit(device, share)
     one, opt = _build([member], kind, device)
     n_state = len(opt.state)
     measured_per_member = 0.0
