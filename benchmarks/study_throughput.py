@@ -10,7 +10,8 @@ Usage (from the repo root)::
 the same study with ``hidden_units`` searched too, log-uniform in [16, 256] (64, the fixed value
 of the plain study, is its geometric middle), run as tuner with ``resources.pack`` (default
 ``auto``), tuner with ``pack: 1`` and plain Optuna at 1 torch thread, each cold, in one run;
-ratios are to that plain Optuna run.
+ratios are to that plain Optuna run. An unmeasured 4-trial warm-up submit runs first, so the
+first measured run does not pay the machine's cold file caches alone.
 
 Each run is a separate subprocess and its wall time is measured around the whole process, so
 cold start (Python, torch, Ray start-up) is included:
@@ -382,6 +383,12 @@ def main_packing(args: argparse.Namespace) -> None:
                                                "tuner, packing off (pack: 1, 2 workers x 1 thread)")),
         ("plain_1t", lambda: measure_plain(args, tmp, 1)),
     ]
+    # Unmeasured warm-up: the first cold process of a run would otherwise pay the machine's cold
+    # caches (the data set's file cache, torch's and Ray's files in the page cache) alone.
+    print("warm-up (not measured) ...", flush=True)
+    run_timed([str(Path(python()).parent / "tuner"), "submit", str(packing_spec(tmp, 1)),
+               "--trials", "4", "--storage", f"sqlite:///{tmp / 'warmup.db'}", "--name",
+               f"warmup-{int(time.time())}", "--quiet"], tmp / "warmup.log")
     results: dict = {}
     for key, fn in steps:
         print(f"running {key} ...", flush=True)

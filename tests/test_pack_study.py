@@ -169,7 +169,7 @@ def test_pack_auto_is_the_default_and_picks_a_size_on_this_device(
     del spec["resources"]["pack"]
     assert parse_spec(spec).resources.pack == "auto"
     worker = _worker(spec)
-    assert worker._pack in (1, 2, 4, 8, 16, 32, 64) and len(probes) == 1
+    assert 1 <= worker._pack <= 12 // (2 * 2) and len(probes) == 1  # capped: two packs per worker
     # a warm worker's next study of the same shape (another name, trial count) reuses the probe
     worker.prepare(parse_spec({**spec, "study": spec["study"] + "-2", "trials": 20}))
     assert len(probes) == 1
@@ -178,6 +178,40 @@ def test_pack_auto_is_the_default_and_picks_a_size_on_this_device(
     assert len(probes) == 2 and probes[1]["optimizer"] == "sgd"
     # fewer than two trials per worker: nothing to pack, no probe
     assert _worker({**spec, "study": "small", "trials": 3})._pack == 1 and len(probes) == 2
+
+
+def test_pack_auto_probes_speed_with_a_member_that_takes_time_and_memory_with_the_largest() -> None:
+    """Speed: each searched number at the middle of its scale (widths at twice that: packs
+    compute at their widest member), the first categorical choice, the fixed values as they are,
+    and the smallest batch size (the trials that take the longest). Memory: every width, batch
+    size and layer count at its largest. The size is capped so that each worker gets two packs
+    (ten for TPE)."""
+    from tuner.execution._worker import _pack_cap, _probe_configs
+
+    spec = parse_spec(small_spec(params={
+        "lr": {"type": "float", "low": 1e-4, "high": 1.0, "scale": "log"},
+        "momentum": {"type": "float", "low": 0.9, "high": 0.999, "scale": "one_minus_log"},
+        "batch_size": {"type": "int", "low": 32, "high": 512, "scale": "pow2"},
+        "layers": {"type": "int", "low": 1, "high": 3},
+        "hidden_units": {"type": "int", "low": 16, "high": 256, "scale": "log"},
+        "dropout": {"type": "float", "low": 0.0, "high": 0.5},
+        "optimizer": {"type": "categorical", "choices": ["rmsprop", "adam"]},
+    }, fixed={"activation": "tanh"}))
+    speed, memory = _probe_configs(spec)
+    common = {"lr": 1e-2, "momentum": 0.99, "dropout": 0.25, "optimizer": "rmsprop",
+              "activation": "tanh"}
+    assert speed == pytest.approx({**common, "batch_size": 32, "layers": 2, "hidden_units": 128})
+    assert memory == pytest.approx({**common, "batch_size": 512, "layers": 3, "hidden_units": 256})
+    listed = parse_spec(small_spec(params={
+        "batch_size": {"type": "categorical", "choices": [128, 16, 64]},
+        "hidden_units": {"type": "categorical", "choices": [32, 512]}}, fixed={"optimizer": "adam"}))
+    speed, memory = _probe_configs(listed)
+    assert (speed["batch_size"], speed["hidden_units"]) == (16, 32)
+    assert (memory["batch_size"], memory["hidden_units"]) == (128, 512)
+    assert _pack_cap(spec) == 6 // (2 * 2) == 1  # small_spec: 6 trials, 2 workers: no packs
+    assert _pack_cap(parse_spec({**small_spec(), "trials": 200})) == 50
+    assert _pack_cap(parse_spec({**small_spec(), "trials": 200,
+                                 "sampler": {"kind": "tpe", "seed": 0}})) == 10
 
 
 def test_under_auto_the_first_worker_decides_whether_the_study_packs(sqlite_url: str) -> None:

@@ -89,34 +89,36 @@ class TrialWorker:
 
     def _pack_size(self, spec: StudySpec) -> int:
         """``resources.pack``: 1 for user trainables; ``auto`` (the default) probes this device
-        (about half a second on CPU) with a typical member (see ``_probe_config``), once per
-        process for a given member, device and data set: a warm worker's next study of the same
-        shape starts at once. A study with fewer than two trials per worker has nothing to pack
-        and skips the probe."""
+        (about half a second on CPU) with members of the study (see ``_probe_configs``) for
+        sizes up to ``_pack_cap``, once per process for a given shape, device and data set: a
+        warm worker's next study of the same shape starts at once. A study too small to give
+        every worker two packs skips the probe."""
         kind = spec.trainable.removeprefix("builtin:")
         if not spec.trainable.startswith("builtin:") or kind not in PACKABLE_KINDS \
                 or spec.dataset is None:
             return 1
         if spec.resources.pack != "auto":
             return int(spec.resources.pack)
-        if spec.trials < 2 * spec.resources.workers:
+        cap = _pack_cap(spec)
+        if cap < 2:
             return 1
-        config = _probe_config(spec)
+        speed, memory = _probe_configs(spec)
         dataset = spec.dataset.model_dump()
-        key = json.dumps([kind, config, dataset, self._device, spec.objective.metric],
-                         sort_keys=True, default=str)
-        if key not in _PROBED:
+        share = _device_share(spec, self._device)
+        key = json.dumps([kind, speed, memory, dataset, str(self._device), share,
+                          spec.objective.metric], sort_keys=True, default=str)
+        if key not in _PROBED:  # (the best size under a cap is the best size, capped)
             from tuner.training._packed import probe_pack_size
 
             ctx = training.TrialContext(device=self._device, epochs=spec.epochs,
                                         objective_metric=spec.objective.metric,
                                         direction=spec.objective.direction, dataset=dataset)
             try:
-                _PROBED[key] = probe_pack_size(config, ctx, kind,
-                                               share=_device_share(spec, self._device))
+                _PROBED[key] = probe_pack_size(speed, ctx, kind, share=share,
+                                               memory_config=memory)
             except Exception:  # noqa: BLE001 - a config the trainer refuses: trials fail alone
                 _PROBED[key] = 1
-        return _PROBED[key]
+        return min(_PROBED[key], cap)
 
     def run(self, coordinator: Any, spec: StudySpec, worker_id: str) -> int:
         """Pull-train-push loop; returns how many trials this worker ran."""
@@ -221,6 +223,7 @@ def _replay(outcome: Any) -> Any:
 
 
 _WIDTH_KEYS = ("hidden_units", "channels")
+_MEMORY_KEYS = (*_WIDTH_KEYS, "batch_size", "layers")  # what makes one member bigger
 _PROBED: dict[str, int] = {}  # pack: auto's probe results in this process (see _pack_size)
 
 
@@ -233,29 +236,50 @@ def _device_share(spec: StudySpec, device: torch.device | str) -> float:
     return min(1.0, spec.resources.cpus_per_trial / (os.cpu_count() or 1))
 
 
-def _probe_config(spec: StudySpec) -> dict[str, Any]:
-    """A typical member for ``pack: auto``: each searched number at the middle of its scale
-    (widths at twice that, within the range: the coordinator packs members of similar width and
-    a pack computes at its widest), the first of each choice."""
-    config = dict(spec.fixed)
+def _probe_configs(spec: StudySpec) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The members ``pack: auto`` probes with: one for speed, one for memory.
+
+    Speed: each searched number at the middle of its scale (widths at twice that, within the
+    range: packs hold members of similar width and compute at their widest), the first of each
+    choice, but the batch size at its smallest. Small batches take most steps per epoch, so
+    those trials take most of a study's time, and they gain most from packing; a pack of larger
+    batches gains less but never trains slower. Memory: the same member with every width, batch
+    size and layer count at its largest, so that no pack the coordinator may form outgrows the
+    worker's share of its device."""
+    speed, memory = dict(spec.fixed), dict(spec.fixed)
     for name, p in spec.params.items():
-        low, high = getattr(p, "low", None), getattr(p, "high", None)
-        choices = getattr(p, "choices", None)
-        if choices:
-            config[name] = choices[0]
-        elif low is None or high is None:
+        if p.type == "categorical":  # (int params list their values as choices too)
+            speed[name] = memory[name] = p.choices[0]
+            numbers = [c for c in p.choices if isinstance(c, int) and not isinstance(c, bool)]
+            if name in _MEMORY_KEYS and len(numbers) == len(p.choices):
+                speed[name] = min(numbers) if name == "batch_size" else speed[name]
+                memory[name] = max(numbers)
             continue
+        low, high = getattr(p, "low", None), getattr(p, "high", None)
+        if low is None or high is None:
+            continue
+        scale = getattr(p, "scale", "linear")
+        if scale in ("log", "pow2"):
+            mid = math.sqrt(low * high)
+            if scale == "pow2":
+                mid = 2 ** round(math.log2(mid))
+        elif scale == "one_minus_log":
+            mid = 1 - math.sqrt((1 - low) * (1 - high))
         else:
-            scale = getattr(p, "scale", "linear")
-            if scale in ("log", "pow2"):
-                mid = math.sqrt(low * high)
-                if scale == "pow2":
-                    mid = 2 ** round(math.log2(mid))
-            elif scale == "one_minus_log":
-                mid = 1 - math.sqrt((1 - low) * (1 - high))
-            else:
-                mid = (low + high) / 2
-            if name in _WIDTH_KEYS:
-                mid = min(2 * mid, high)
-            config[name] = int(round(mid)) if isinstance(low, int) and isinstance(high, int) else mid
-    return config
+            mid = (low + high) / 2
+        if name in _WIDTH_KEYS:
+            mid = min(2 * mid, high)
+        if name == "batch_size":
+            mid = low
+        whole = isinstance(low, int) and isinstance(high, int)
+        speed[name] = int(round(mid)) if whole else mid
+        memory[name] = high if name in _MEMORY_KEYS else speed[name]
+    return speed, memory
+
+
+def _pack_cap(spec: StudySpec) -> int:
+    """The largest pack ``auto`` may pick: every worker gets at least two packs of the study
+    (ten for TPE, whose asks use the results so far: a pack of P holds back P trials' results
+    from the sampler, and TPE asks two packs ahead)."""
+    rounds = 10 if spec.sampler.kind == "tpe" else 2
+    return max(1, spec.trials // (rounds * spec.resources.workers))

@@ -356,7 +356,7 @@ def _steps_per_s(member: _Member, p: int, kind: str, seconds: float) -> tuple[fl
 def probe_pack_size(config: Mapping[str, Any], ctx: TrialContext, kind: str = "mlp",
                     candidates: Sequence[int] = PROBE_SIZES, budget_s: float | None = None,
                     max_bytes: int | None = None, min_gain: float = 0.1,
-                    share: float = 1.0) -> int:
+                    share: float = 1.0, memory_config: Mapping[str, Any] | None = None) -> int:
     """``resources.pack: auto``: the pack size to use for trials shaped like ``config``.
 
     Measures training steps/s of packs of each size in ``candidates`` (ascending) on
@@ -365,7 +365,8 @@ def probe_pack_size(config: Mapping[str, Any], ctx: TrialContext, kind: str = "m
     gains less than ``min_gain`` over the best so far: past that point a bigger pack buys little
     speed and costs the sampler feedback (a pack's results arrive together). Sizes whose
     estimated (on CUDA also measured) memory exceeds ``max_bytes`` (default: this worker's
-    ``share`` of the device, see ``_memory_limit``) are not tried. ``budget_s`` (default 0.5 s
+    ``share`` of the device, see ``_memory_limit``) are not tried; ``memory_config``, when
+    given, is the largest member a pack may hold (its estimate counts, not ``config``'s). ``budget_s`` (default 0.5 s
     on CPU, 3 s on CUDA) bounds the whole probe. A bad ``config`` raises its ``SpecError``.
     """
     sizes = sorted({int(c) for c in candidates if int(c) >= 1})
@@ -381,11 +382,15 @@ def probe_pack_size(config: Mapping[str, Any], ctx: TrialContext, kind: str = "m
     limit = max_bytes if max_bytes is not None else _memory_limit(device, share)
     one, opt = _build([member], kind, device)
     n_state = len(opt.state)
+    big, big_one = member, one
+    if memory_config is not None:
+        big = _setup(memory_config, probe_ctx, kind)
+        big_one, _ = _build([big], kind, device)
     measured_per_member = 0.0
     best_p, best_rate = sizes[0], 0.0
     t_start = time.perf_counter()
     for p in sizes:
-        need = max(_pack_bytes(one, p, member.batch_size, member.data, n_state),
+        need = max(_pack_bytes(big_one, p, big.batch_size, big.data, n_state),
                    int(measured_per_member * p))
         if p > sizes[0] and (need > limit or time.perf_counter() - t_start > budget):
             break
