@@ -333,3 +333,23 @@ def test_a_worker_packs_within_its_share_of_the_device() -> None:
     assert share("cuda:0", gpus_per_trial=2) == 1.0
     assert share("cpu", cpus_per_trial=1) == pytest.approx(1 / (os.cpu_count() or 1))
     assert share("cpu", cpus_per_trial=10_000) == 1.0
+
+
+def test_packs_print_no_gradient_layout_hint_even_after_a_pack_of_one() -> None:
+    """The probe trains a pack of one first (dense views: autograd has no hint then), then larger
+    packs: the hint that the strided views "may impair performance" reaches no terminal, while
+    the process's other warnings still do."""
+    code = (
+        "import warnings, torch; torch.set_num_threads(1)\n"
+        "from tuner.training import TrialContext\n"
+        "from tuner.training._packed import fit_pack, probe_pack_size\n"
+        "ctx = TrialContext(device='cpu', epochs=1, objective_metric='val_accuracy',"
+        " direction='maximize', dataset={'name': 'digits'}, seed=0)\n"
+        "config = {'hidden_units': 16, 'batch_size': 64, 'optimizer': 'sgd'}\n"
+        "probe_pack_size(config, ctx, candidates=(1, 2), min_gain=-1.0)\n"
+        "fit_pack([config, config], [ctx, ctx])\n"
+        "warnings.warn('the user code still warns', UserWarning)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "gradient layout contract" not in done.stderr
+    assert "the user code still warns" in done.stderr

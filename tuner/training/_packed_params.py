@@ -28,18 +28,22 @@ def backward(loss: torch.Tensor) -> None:
 
     The parameter views are strided across members (row stride N), so autograd warns once per
     process that their gradients "may impair performance" (it matters to DDP's buckets, not
-    here). The hint is emitted only once, so only the first call filters it: a process-wide
-    filter would also hide it from the user's own code, and a filter on every step would cost
-    a ``catch_warnings`` per step.
+    here). A pack of one member has dense views and no hint, so calls are watched until the
+    hint has come once (the probe trains a pack of one first): any other warning raised
+    meanwhile is passed on as it was. A process-wide filter would also hide the hint from the
+    user's own code, and watching every step would cost a ``catch_warnings`` per step.
     """
     global _hinted
     if _hinted:
         loss.backward()
         return
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=_LAYOUT_HINT, category=UserWarning)
+    with warnings.catch_warnings(record=True) as caught:
         loss.backward()
-    _hinted = True
+    for w in caught:
+        if issubclass(w.category, UserWarning) and _LAYOUT_HINT in str(w.message):
+            _hinted = True
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
 
 
 class FlatParams:
