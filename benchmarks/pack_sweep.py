@@ -209,7 +209,8 @@ def main() -> None:
         meta = {"torch": torch.__version__, "python": platform.python_version(),
                 "cpu": platform.processor() or platform.machine(), "threads": args.threads,
                 "epochs": args.epochs, "repeats": args.repeats, "wall_s": time.time() - t0,
-                "loadavg_1m_before": load0, "loadavg_1m_after": os.getloadavg()[0]}
+                "loadavg_1m_before": load0, "loadavg_1m_after": os.getloadavg()[0],
+                "cores": os.cpu_count()}
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "pack_sweep.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     load0 = meta["loadavg_1m_before"]
@@ -220,8 +221,8 @@ def main() -> None:
         f"digits, {args.epochs} epochs per trial, torch {meta['torch']} on {args.threads} thread, "
         f"fastest of {args.repeats} alternating runs; load average {load0:.2f} before, "
         f"{meta['loadavg_1m_after']:.2f} after; whole sweep {meta['wall_s']:.0f} s. The machine "
-        "(2 cores) was shared with other work the whole time (1-minute load average up to about "
-        "10 during the sweep), so single cells are noisy; the fastest of the repeats counts.", "",
+        f"({meta.get('cores', '?')} cores) is shared: other processes only ever add time, so the "
+        "fastest of the repeats counts, and single cells stay noisy.", "",
         "Each cell: packed speed-up over the same P trials trained one after another with "
         "fit_mlp/fit_cnn in the same run (packed trials/s in brackets). `auto P` is what "
         "`probe_pack_size` picks.", "",
