@@ -99,6 +99,33 @@ def test_divergence_and_two_call_epochs(storage_url: str, tmp_path: Path,
     assert study.curve(failed.number)["val_loss"].isna().tolist() == [False, True]
 
 
+def _plain_optuna_beside(tmp_path: Path, url: str, name: str, queued: tuple[float, ...],
+                         lr_range: tuple[float, float]) -> subprocess.Popen:
+    """A plain Optuna process that waits for study ``name``, enqueues one trial per ``queued``
+    lr, then runs ``study.optimize(n_trials=len(queued) + 10)`` on it (the queue first)."""
+    plain = tmp_path / "plain.py"
+    plain.write_text(textwrap.dedent(f"""
+        import sys, time
+        import optuna
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        url, name = sys.argv[1], sys.argv[2]
+        while True:
+            try:
+                study = optuna.load_study(study_name=name, storage=url)
+                break
+            except KeyError:
+                time.sleep(0.05)
+        for lr in {queued!r}:
+            study.enqueue_trial({{"lr": lr}})
+        def objective(trial):
+            time.sleep(0.05)
+            return trial.suggest_float("lr", {lr_range[0]!r}, {lr_range[1]!r}, log=True)
+        study.optimize(objective, n_trials={len(queued) + 10})
+    """))
+    return subprocess.Popen([sys.executable, str(plain), url, name],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 @pytest.mark.usefixtures("ray_session")
 @pytest.mark.parametrize("sampler", ["random", "tpe"])
 def test_plain_optuna_process_beside_a_running_study(storage_url: str, tmp_path: Path,
@@ -121,27 +148,7 @@ def test_plain_optuna_process_beside_a_running_study(storage_url: str, tmp_path:
                       fixed={}, objective={"metric": "val_loss", "direction": "minimize"},
                       sampler={"kind": sampler, "seed": 0})
     name = spec["study"]
-    plain = tmp_path / "plain.py"
-    plain.write_text(textwrap.dedent(f"""
-        import sys, time
-        import optuna
-        optuna.logging.set_verbosity(optuna.logging.ERROR)
-        url, name = sys.argv[1], sys.argv[2]
-        while True:
-            try:
-                study = optuna.load_study(study_name=name, storage=url)
-                break
-            except KeyError:
-                time.sleep(0.05)
-        for lr in (0.5, 0.25, 0.125):
-            study.enqueue_trial({{"lr": lr}})
-        def objective(trial):
-            time.sleep(0.05)
-            return trial.suggest_float("lr", 1e-3, 1.0, log=True)
-        study.optimize(objective, n_trials=13)
-    """))
-    proc = subprocess.Popen([sys.executable, str(plain), storage_url, name],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _plain_optuna_beside(tmp_path, storage_url, name, (0.5, 0.25, 0.125), (1e-3, 1.0))
     from tuner.execution import run_study
 
     final = run_study(tuner.load_spec(spec), storage_url)
@@ -160,6 +167,37 @@ def test_plain_optuna_process_beside_a_running_study(storage_url: str, tmp_path:
     # `tuner status` counts the other writer's trials apart: 53 trials, 40 of them tuner's
     summary = next(s for s in tuner.list_studies(storage_url) if s.name == name)
     assert summary.other_writers == 13 and summary.to_dict()["other_writers"] == 13
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_plain_optuna_process_beside_a_packing_study(storage_url: str, tmp_path: Path) -> None:
+    """The same contract while tuner trains its trials in packs (asked ahead, held in memory,
+    created several at a time) of the built-in MLP: every number once, each queued
+    configuration run once by whoever claims it, tuner's budget its own 24."""
+    spec = small_spec(trials=24, epochs=1, params={"lr": {**LR, "high": 0.1}},
+                      fixed={"optimizer": "sgd", "momentum": 0.0, "hidden_units": 16},
+                      objective={"metric": "val_loss", "direction": "minimize"})
+    spec["resources"] = {"workers": 2, "cpus_per_trial": 1, "pack": 4}
+    name = spec["study"]
+    proc = _plain_optuna_beside(tmp_path, storage_url, name, (0.05, 0.025, 0.0125), (1e-3, 0.1))
+    from tuner.execution import run_study
+
+    final = run_study(tuner.load_spec(spec), storage_url)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert final["complete"] == 24
+    trials = optuna.load_study(study_name=name, storage=storage_url).trials
+    assert sorted(t.number for t in trials) == list(range(37))
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    for lr in (0.05, 0.025, 0.0125):
+        assert [t.params["lr"] for t in trials].count(lr) == 1
+    packed = [t for t in trials if t.user_attrs.get("pack_size", 1) > 1]
+    assert packed, "the study trained packs"
+    study = tuner.load_study(name, storage_url)
+    ours = [t for t in study.trials() if t.host is not None]
+    assert len(ours) == 24 and all(t.epochs_run == 1 for t in ours)
+    summary = next(s for s in tuner.list_studies(storage_url) if s.name == name)
+    assert summary.other_writers == 13
 
 
 def test_warm_start_waiting_trials_run_once_beside_plain_optuna(storage_url: str) -> None:
