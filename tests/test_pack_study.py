@@ -380,3 +380,31 @@ def test_workers_with_different_pack_sizes_share_one_budget(sqlite_url: str) -> 
         final = coord.close()
     assert final["used"] == 10 and final["running"] == 0
     assert len(_attrs(sqlite_url, spec["study"])) == 10
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_the_cli_says_how_trials_were_packed(tmp_path: Any, sqlite_url: str) -> None:
+    """With packing on by default, the closing line says how many trials trained in packs and
+    the largest pack; a study whose trials all ran alone says nothing about packs."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from tuner.cli import app
+
+    runner = CliRunner()
+    packed, alone = _packed_spec(), _packed_spec(study="alone")
+    alone["resources"] = {**alone["resources"], "pack": 1}
+    lines = {}
+    for spec in (packed, alone):
+        path = tmp_path / f"{spec['study']}.yaml"
+        path.write_text(yaml.safe_dump(spec))
+        result = runner.invoke(app, ["submit", str(path), "--storage", sqlite_url, "--quiet"])
+        assert result.exit_code == 0, result.output
+        lines[spec["study"]] = next(line for line in result.stderr.splitlines()
+                                    if line.startswith(f"study '{spec['study']}'"))
+    sizes = tuner.load_study(packed["study"], sqlite_url).pack_sizes()
+    assert sizes and max(sizes) <= 4 and sum(sizes.values()) <= 12
+    assert lines[packed["study"]].endswith(
+        f"; {sum(sizes.values())} trained in packs of up to {max(sizes)} trials (resources.pack)")
+    assert tuner.load_study("alone", sqlite_url).pack_sizes() == {}
+    assert "pack" not in lines["alone"]

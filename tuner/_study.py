@@ -212,6 +212,11 @@ class Study:
         """Trials by state (each of :data:`STATES`, 0 if none)."""
         return _counts(r.state_counts(self._engine, [self._id]).get(self._id, {}))
 
+    def pack_sizes(self) -> dict[int, int]:
+        """Pack size -> trials trained in fused packs of that size (``resources.pack``); empty
+        when every trial ran alone. Says what ``pack: auto`` chose on the workers' devices."""
+        return r.pack_sizes(self._engine, self._id)
+
     def best_so_far(self) -> pd.DataFrame:
         """The trials that set a new best value, by number: ``number``, ``value``,
         ``datetime_complete`` (a step line of the optimisation; a few rows even at 100k trials)."""

@@ -166,8 +166,11 @@ def _detach(spec: Any, storage: str | None, address: str | None, *, resume: bool
 
 def _finish(study: tuner.Study) -> None:
     c = study.counts()
+    packs = study.pack_sizes()
+    packed = f"; {sum(packs.values())} trained in packs of up to {max(packs)} trials " \
+        "(resources.pack)" if packs else ""
     err.print(f"study '{study.name}': {c['COMPLETE']} complete, {c['PRUNED']} pruned, "
-              f"{c['FAIL']} failed")
+              f"{c['FAIL']} failed{packed}", soft_wrap=True)
     best = study.best_trials(5)
     if best:
         render_trials(out, best, "table", f"best trials of {study.name}", wide=False, ranked=True)

@@ -29,7 +29,7 @@ __all__ = [
     "STATES", "SORT_KEYS",
     "study_rows", "study_row", "study_spec_json", "state_counts",
     "best_trial_rows", "trial_rows", "trial_row", "trial_page", "rows_for", "sample_ids",
-    "best_so_far", "progress", "params_for", "user_attrs_for",
+    "best_so_far", "progress", "params_for", "user_attrs_for", "pack_sizes",
     "stage_attrs", "stage_int", "stages_for", "stage_numbers", "stage_counts", "curve_points",
 ]
 
@@ -394,6 +394,22 @@ def user_attrs_for(engine: Engine, trial_ids_: Sequence[int]) -> dict[int, dict[
         for tid, key, value in conn.execute(q):
             out[tid][key] = json.loads(value)
     return out
+
+
+def pack_sizes(engine: Engine, study_id: int) -> dict[int, int]:
+    """Pack size -> how many of the study's trials were trained in packs of that size (the
+    ``pack_size`` user attribute a packing coordinator sets); trials trained alone are not
+    counted. One query over one attribute, so it stays cheap at 100k trials."""
+    q = sa.select(_user_attrs.c.value_json).join(
+        _trials, _trials.c.trial_id == _user_attrs.c.trial_id).where(
+        _trials.c.study_id == study_id, _user_attrs.c.key == "pack_size")
+    out: dict[int, int] = {}
+    with engine.connect() as conn:
+        for (value,) in conn.execute(q):
+            size = json.loads(value)
+            if isinstance(size, int) and not isinstance(size, bool) and size > 1:
+                out[size] = out.get(size, 0) + 1
+    return dict(sorted(out.items()))
 
 
 def stage_attrs(trial_ids_: Sequence[int] | None = None) -> Any:
