@@ -113,6 +113,30 @@ def open_coordinator(spec: dict, url: str, *, resume: bool = False, **kw: object
     return Coordinator(parse_spec(spec), url, run=run, resume=resume, **kw)
 
 
+def assert_stopped_trials_rerun_first(url: str, name: str, stopped: list[Any],
+                                      rerun: Callable[[], Any], outcomes: int) -> None:
+    """The contract of a stop (cancel, SIGTERM) and a resume: every stopped trial's params are
+    queued again exactly once; ``rerun()`` (a resume asking for ``outcomes`` more outcomes)
+    runs the queue first; whatever it had no budget for stays queued. With packing a worker
+    may hold several trials at the stop, more than a short resume asks for."""
+    import optuna
+    from optuna.trial import TrialState
+
+    def params(*states: TrialState) -> list[tuple]:
+        trials = optuna.load_study(study_name=name, storage=url).get_trials(states=states)
+        # a queued trial holds its params as Optuna's enqueue_trial does, in "fixed_params"
+        return sorted(tuple(sorted((t.params or t.system_attrs["fixed_params"]).items()))
+                      for t in trials)
+
+    queued = params(TrialState.WAITING)
+    assert queued == sorted(tuple(sorted(t.params.items())) for t in stopped)
+    rerun()
+    assert params(TrialState.RUNNING) == []
+    still, ran = params(TrialState.WAITING), params(TrialState.COMPLETE, TrialState.PRUNED)
+    assert len(still) == max(0, len(queued) - outcomes) and set(still) <= set(queued)
+    assert sum(p in ran for p in set(queued) - set(still)) == min(outcomes, len(queued))
+
+
 def wait_until(what: str, cond: Callable[[], Any], timeout: float = 300.0, every: float = 0.5,
                ignore: tuple[type[BaseException], ...] = ()) -> Any:
     """Poll ``cond`` until it returns something true (returned), failing the test after

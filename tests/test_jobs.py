@@ -14,11 +14,9 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-import optuna
 import pytest
 import yaml
-from conftest import small_spec, wait_until
-from optuna.trial import TrialState
+from conftest import assert_stopped_trials_rerun_first, small_spec, wait_until
 from typer.testing import CliRunner
 
 import tuner
@@ -93,25 +91,13 @@ def test_detach_status_cancel_logs_resume(ray_session: str, tmp_path: Path) -> N
     logs = runner.invoke(app, ["logs", name, "--storage", url])
     assert logs.exit_code == 0 and f"study '{name}'" in logs.stdout
 
-    # Every stopped trial's params are queued again, once; a resume runs the queue first. With
-    # packing a worker may have held several trials when the cancel came, more than the two
-    # outcomes this resume asks for: those stay queued for the next one.
-    def params(states: tuple[TrialState, ...]) -> list[tuple]:
-        trials = optuna.load_study(study_name=name, storage=url).get_trials(states=states)
-        # a queued trial holds its params as Optuna's enqueue_trial does, in "fixed_params"
-        return sorted(tuple(sorted((t.params or t.system_attrs["fixed_params"]).items()))
-                      for t in trials)
-
-    queued = params((TrialState.WAITING,))
-    assert queued == sorted(tuple(sorted(t.params.items())) for t in stopped)
     done = counts["COMPLETE"] + counts["PRUNED"]
-    resumed = tuner.resume(name, storage=url, trials=done + 2)
-    final = resumed.counts()
-    assert final["COMPLETE"] + final["PRUNED"] == done + 2 and final["RUNNING"] == 0
-    still = params((TrialState.WAITING,))
-    ran = params((TrialState.COMPLETE, TrialState.PRUNED))
-    assert len(still) == max(0, len(queued) - 2) and set(still) <= set(queued)
-    assert sum(p in ran for p in set(queued) - set(still)) == min(2, len(queued))
+
+    def resume() -> None:
+        final = tuner.resume(name, storage=url, trials=done + 2).counts()
+        assert final["COMPLETE"] + final["PRUNED"] == done + 2 and final["RUNNING"] == 0
+
+    assert_stopped_trials_rerun_first(url, name, stopped, resume, outcomes=2)
 
 
 def test_detach_ships_the_user_trainable(ray_session: str, tmp_path: Path,

@@ -13,7 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 import tuner
-from tests.conftest import small_spec
+from tests.conftest import assert_stopped_trials_rerun_first, small_spec
 from tuner.cli import app
 from tuner.samplers import trial_stage
 
@@ -238,12 +238,11 @@ def test_sigterm_stops_cleanly_and_resume_finishes(tmp_path: Path) -> None:
     assert interrupted, counts
     done_before = counts["COMPLETE"] + counts["PRUNED"]
 
-    resumed = tuner.resume(name, storage=url, trials=done_before + 3)
-    after = resumed.counts()
-    assert after["COMPLETE"] + after["PRUNED"] == done_before + 3
-    assert after["RUNNING"] == 0 and after["WAITING"] == 0
-    re_run = {tuple(sorted(t.params.items())) for t in resumed.trials(["COMPLETE"])}
-    assert all(tuple(sorted(t.params.items())) in re_run for t in interrupted)
+    def resume() -> None:
+        after = tuner.resume(name, storage=url, trials=done_before + 3).counts()
+        assert after["COMPLETE"] + after["PRUNED"] == done_before + 3
+
+    assert_stopped_trials_rerun_first(url, name, interrupted, resume, outcomes=3)
 
 
 def test_coarse_to_fine_study_on_two_workers(sqlite_url: str) -> None:
