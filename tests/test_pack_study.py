@@ -267,6 +267,8 @@ def test_packed_study_end_to_end(storage_url: str) -> None:
     for t in trials:
         assert t.user_attrs["pack_size"] == sizes[t.user_attrs["pack_id"]]
         assert sorted(t.intermediate_values) == [1, 2, 3], (t.number, t.state, t.user_attrs)
+    by_size = Counter(t.user_attrs["pack_size"] for t in trials if t.user_attrs["pack_size"] > 1)
+    assert study.pack_sizes() == dict(sorted(by_size.items()))  # one query, on both databases
     for row in study.trials():
         curve = study.curve(row.number)
         assert list(curve["epoch"]) == [1, 2, 3]
