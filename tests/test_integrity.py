@@ -126,6 +126,33 @@ def _plain_optuna_beside(tmp_path: Path, url: str, name: str, queued: tuple[floa
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def _run_beside_plain_optuna(spec: dict, url: str, tmp_path: Path, queued: tuple[float, ...],
+                             lr_range: tuple[float, float]) -> tuple[list[Any], list[Any]]:
+    """Run ``spec`` while ``_plain_optuna_beside`` works on the same study, and check the
+    contract both sides share: tuner's ``trials`` outcomes plus the plain process's, every
+    number once, all COMPLETE, each queued configuration run once by whoever claimed it, and
+    `tuner status` counting the other writer's trials apart. Returns Optuna's trials and
+    tuner's own records."""
+    from tuner.execution import run_study
+
+    name, ours_n, theirs = spec["study"], spec["trials"], len(queued) + 10
+    proc = _plain_optuna_beside(tmp_path, url, name, queued, lr_range)
+    final = run_study(tuner.load_spec(spec), url)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert final["complete"] == ours_n
+    trials = optuna.load_study(study_name=name, storage=url).trials
+    assert sorted(t.number for t in trials) == list(range(ours_n + theirs))
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    for lr in queued:
+        assert [t.params["lr"] for t in trials].count(lr) == 1
+    ours = [t for t in tuner.load_study(name, url).trials() if t.host is not None]  # by number
+    assert len(ours) == ours_n
+    summary = next(s for s in tuner.list_studies(url) if s.name == name)
+    assert summary.other_writers == theirs and summary.to_dict()["other_writers"] == theirs
+    return trials, ours
+
+
 @pytest.mark.usefixtures("ray_session")
 @pytest.mark.parametrize("sampler", ["random", "tpe"])
 def test_plain_optuna_process_beside_a_running_study(storage_url: str, tmp_path: Path,
@@ -147,26 +174,11 @@ def test_plain_optuna_process_beside_a_running_study(storage_url: str, tmp_path:
     spec = small_spec(trials=40, epochs=1, trainable=trainable, dataset=None, params={"lr": LR},
                       fixed={}, objective={"metric": "val_loss", "direction": "minimize"},
                       sampler={"kind": sampler, "seed": 0})
-    name = spec["study"]
-    proc = _plain_optuna_beside(tmp_path, storage_url, name, (0.5, 0.25, 0.125), (1e-3, 1.0))
-    from tuner.execution import run_study
-
-    final = run_study(tuner.load_spec(spec), storage_url)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
-    assert final["complete"] == 40
-    trials = optuna.load_study(study_name=name, storage=storage_url).trials
-    assert sorted(t.number for t in trials) == list(range(53))
-    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
-    for lr in (0.5, 0.25, 0.125):
-        assert [t.params["lr"] for t in trials].count(lr) == 1
-    study = tuner.load_study(name, storage_url)
+    trials, ours = _run_beside_plain_optuna(spec, storage_url, tmp_path, (0.5, 0.25, 0.125),
+                                            (1e-3, 1.0))
+    study = tuner.load_study(spec["study"], storage_url)
     assert len(study.trials()) == 53 and study.counts()["COMPLETE"] == 53
-    ours = [t for t in study.trials() if t.host is not None]  # tuner's details join by number
-    assert len(ours) == 40 and all(t.epochs_run is None for t in ours)
-    # `tuner status` counts the other writer's trials apart: 53 trials, 40 of them tuner's
-    summary = next(s for s in tuner.list_studies(storage_url) if s.name == name)
-    assert summary.other_writers == 13 and summary.to_dict()["other_writers"] == 13
+    assert all(t.epochs_run is None for t in ours)
 
 
 @pytest.mark.usefixtures("ray_session")
@@ -178,26 +190,11 @@ def test_plain_optuna_process_beside_a_packing_study(storage_url: str, tmp_path:
                       fixed={"optimizer": "sgd", "momentum": 0.0, "hidden_units": 16},
                       objective={"metric": "val_loss", "direction": "minimize"})
     spec["resources"] = {"workers": 2, "cpus_per_trial": 1, "pack": 4}
-    name = spec["study"]
-    proc = _plain_optuna_beside(tmp_path, storage_url, name, (0.05, 0.025, 0.0125), (1e-3, 0.1))
-    from tuner.execution import run_study
-
-    final = run_study(tuner.load_spec(spec), storage_url)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
-    assert final["complete"] == 24
-    trials = optuna.load_study(study_name=name, storage=storage_url).trials
-    assert sorted(t.number for t in trials) == list(range(37))
-    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
-    for lr in (0.05, 0.025, 0.0125):
-        assert [t.params["lr"] for t in trials].count(lr) == 1
+    trials, ours = _run_beside_plain_optuna(spec, storage_url, tmp_path, (0.05, 0.025, 0.0125),
+                                            (1e-3, 0.1))
     packed = [t for t in trials if t.user_attrs.get("pack_size", 1) > 1]
     assert packed, "the study trained packs"
-    study = tuner.load_study(name, storage_url)
-    ours = [t for t in study.trials() if t.host is not None]
-    assert len(ours) == 24 and all(t.epochs_run == 1 for t in ours)
-    summary = next(s for s in tuner.list_studies(storage_url) if s.name == name)
-    assert summary.other_writers == 13
+    assert all(t.epochs_run == 1 for t in ours)
 
 
 def test_warm_start_waiting_trials_run_once_beside_plain_optuna(storage_url: str) -> None:
