@@ -252,8 +252,9 @@ def _probe_configs(spec: StudySpec) -> tuple[dict[str, Any], dict[str, Any]]:
             speed[name] = memory[name] = p.choices[0]
             numbers = [c for c in p.choices if isinstance(c, int) and not isinstance(c, bool)]
             if name in _MEMORY_KEYS and len(numbers) == len(p.choices):
-                speed[name] = min(numbers) if name == "batch_size" else speed[name]
                 memory[name] = max(numbers)
+                if name == "batch_size":
+                    speed[name] = min(numbers)
             continue
         low, high = getattr(p, "low", None), getattr(p, "high", None)
         if low is None or high is None:
